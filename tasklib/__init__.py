@@ -1,0 +1,29 @@
+"""tasklib: track long-running tasks for a host application, served as Jira's task resource."""
+
+from .errors import (
+    InvalidTransition,
+    PermissionDenied,
+    StoreError,
+    TaskCancelled,
+    TaskError,
+    TaskNotCancellable,
+    TaskNotFound,
+    TrackerClosed,
+)
+from .status import TaskStatus
+from .task import Task
+from .tracker import TaskTracker
+
+__all__ = [
+    "InvalidTransition",
+    "PermissionDenied",
+    "StoreError",
+    "Task",
+    "TaskCancelled",
+    "TaskError",
+    "TaskNotCancellable",
+    "TaskNotFound",
+    "TaskStatus",
+    "TaskTracker",
+    "TrackerClosed",
+]

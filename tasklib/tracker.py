@@ -1,0 +1,297 @@
+"""The public :class:`TaskTracker`: submit, report, read, cancel and purge tasks."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any, Callable
+
+from . import jsonvalue
+from .clock import Instant, duration_ms, now_ms, to_ms
+from .errors import InvalidTransition, PermissionDenied, TaskNotCancellable, TaskNotFound, TrackerClosed
+from .status import TRANSITIONS, Event, TaskStatus
+from .storage import Record, Store
+from .task import Task
+
+__all__ = ["TaskTracker"]
+
+#: The ``self`` prefix when the tracker has no ``base_url``: Jira's own path, relative.
+DEFAULT_BASE_PATH = "/rest/api/3/task/"
+
+# Ids are the store's positive 64-bit integers written plainly: no sign, no
+# leading zero, no whitespace, ASCII digits only.
+_ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
+_MAX_ID = 2**63 - 1
+
+
+def parse_id(task_id: str) -> int:
+    """The store's integer id for ``task_id``; TaskNotFound for any string that cannot be one."""
+    if not isinstance(task_id, str):
+        raise TypeError(f"task_id must be a str, not {type(task_id).__name__}")
+    if len(task_id) > 19 or not _ID.fullmatch(task_id):
+        raise TaskNotFound(task_id)
+    value = int(task_id)
+    if value > _MAX_ID:
+        raise TaskNotFound(task_id)
+    return value
+
+
+def _check_user(name: str, value: object, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int user id, not {type(value).__name__}")
+
+
+def _check_message(message: object) -> None:
+    if message is not None and not isinstance(message, str):
+        raise TypeError(f"message must be a str or None, not {type(message).__name__}")
+
+
+class TaskTracker:
+    """Tracks long-running tasks in a SQLite file or a database server.
+
+    ``database`` is a SQLite file path, a database URL (``sqlite:///tasks.db``,
+    ``postgresql://...``), or a peewee ``Database`` the host already uses (tasklib
+    then adds only its ``tasklib_*`` tables and leaves the rest alone).
+
+    ``base_url`` is prefixed to a task's id to make its ``self`` URL; without it
+    ``self`` is the relative path ``/rest/api/3/task/{id}``. Finished tasks are
+    kept for ``retention`` (14 days, as Jira), then :meth:`purge` deletes them.
+    ``is_admin(user_id) -> bool`` lets administrators read and cancel any task.
+
+    Construction opens the store and creates tasklib's tables if needed; it starts
+    no thread. Raises StoreError when the store cannot be opened.
+    """
+
+    def __init__(
+        self,
+        database: Any,
+        *,
+        base_url: str | None = None,
+        retention: timedelta = timedelta(days=14),
+        is_admin: Callable[[int], bool] | None = None,
+    ) -> None:
+        if base_url is not None and not isinstance(base_url, str):
+            raise TypeError(f"base_url must be a str or None, not {type(base_url).__name__}")
+        if is_admin is not None and not callable(is_admin):
+            raise TypeError("is_admin must be a callable(user_id) -> bool, or None")
+        self._retention_ms = duration_ms(retention, "retention")
+        self.retention = retention
+        self.base_url = base_url
+        self._url_prefix = base_url if base_url is not None else DEFAULT_BASE_PATH
+        self._is_admin = is_admin
+        self._store = Store(database)
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------
+
+    def open(self) -> "TaskTracker":
+        """Start the tracker's background machinery. Returns the tracker.
+
+        Raises TrackerClosed once the tracker was closed.
+        """
+        self._check_open()
+        return self
+
+    def close(self) -> None:
+        """Stop the tracker and release the store. Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._store.close()
+
+    def __enter__(self) -> "TaskTracker":
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TrackerClosed("the tracker is closed")
+
+    # -- writing ----------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *args: Any,
+        description: str | None = None,
+        submitted_by: int = 0,
+        **kwargs: Any,
+    ) -> Task:
+        """Record a new task, ENQUEUED, and return it.
+
+        ``description`` and ``submitted_by`` (the submitting user's id) are
+        reserved keyword names. Raises TypeError for arguments of the wrong type,
+        TrackerClosed once closed, StoreError if the store cannot be written.
+        """
+        if description is not None and not isinstance(description, str):
+            raise TypeError(f"description must be a str or None, not {type(description).__name__}")
+        _check_user("submitted_by", submitted_by, optional=False)
+        if fn is not None or args or kwargs:
+            raise TypeError("submit() without a function takes no other arguments")
+        self._check_open()
+        now = now_ms()
+        record = self._store.insert(description=description, submitted_by=submitted_by, now=now)
+        return self._task(record, now)
+
+    def start(self, task_id: str) -> Task:
+        """Mark an ENQUEUED task RUNNING and set its ``started`` time.
+
+        Raises TaskNotFound, or InvalidTransition if the task is not ENQUEUED.
+        """
+        return self._apply(task_id, Event.START)
+
+    def update_progress(self, task_id: str, progress: int, message: str | None = None) -> Task:
+        """Record progress (an int from 0 to 100) and optionally a message.
+
+        The first report of an ENQUEUED task starts it. A report on a task whose
+        cancel was requested keeps it CANCEL_REQUESTED (check ``task.cancel_requested``).
+        A ``message`` of None keeps the message stored. Raises TypeError/ValueError
+        for bad values, TaskNotFound, or InvalidTransition once the task is finished.
+        """
+        if not isinstance(progress, int) or isinstance(progress, bool):
+            raise TypeError(f"progress must be an int from 0 to 100, not {type(progress).__name__}")
+        if not 0 <= progress <= 100:
+            raise ValueError(f"progress must be from 0 to 100, got {progress}")
+        _check_message(message)
+        return self._apply(task_id, Event.PROGRESS, progress=progress, message=message)
+
+    def complete(self, task_id: str, result: Any = None, *, message: str | None = None) -> Task:
+        """Mark the task COMPLETE with progress 100 and its ``result`` (any JSON value).
+
+        Raises TypeError/ValueError for a result JSON cannot represent (before
+        anything is written), TaskNotFound, or InvalidTransition once finished.
+        """
+        _check_message(message)
+        return self._apply(task_id, Event.COMPLETE, result=self._encode(result), message=message)
+
+    def fail(self, task_id: str, message: str | None = None, *, result: Any = None) -> Task:
+        """Mark the task FAILED, with a ``message`` saying why and an optional ``result``.
+
+        Raises as :meth:`complete` does.
+        """
+        _check_message(message)
+        return self._apply(task_id, Event.FAIL, result=self._encode(result), message=message)
+
+    def acknowledge_cancel(self, task_id: str, message: str | None = None) -> Task:
+        """The task's own code stops after a cancel request: CANCEL_REQUESTED becomes CANCELLED.
+
+        Host code that drives a task itself calls this once it sees
+        ``task.cancel_requested`` (every :meth:`update_progress` returns the task).
+        Raises TaskNotFound, or InvalidTransition if no cancel was requested.
+        """
+        _check_message(message)
+        return self._apply(task_id, Event.ACKNOWLEDGE_CANCEL, message=message)
+
+    def mark_dead(self, task_id: str, message: str) -> Task:
+        """Mark an unfinished task DEAD: whatever ran it is gone and it will never finish.
+
+        ``message`` says why. Raises TaskNotFound, or InvalidTransition once finished.
+        """
+        if not isinstance(message, str):
+            raise TypeError(f"message must be a str, not {type(message).__name__}")
+        return self._apply(task_id, Event.DIE, message=message)
+
+    def cancel(self, task_id: str, *, as_user: int | None = None) -> Task:
+        """Request cancellation; returns the task as it then is.
+
+        An ENQUEUED task is CANCELLED at once; a RUNNING one becomes CANCEL_REQUESTED
+        until its code stops; a repeated request changes nothing. ``as_user`` checks
+        that the user submitted the task or is an administrator. Raises TaskNotFound,
+        PermissionDenied, or TaskNotCancellable for a finished task.
+        """
+        _check_user("as_user", as_user, optional=True)
+        key = parse_id(task_id)
+        self._check_open()
+        if as_user is not None:
+            self._authorize(self._fetch(key, task_id), as_user)
+        return self._apply(task_id, Event.CANCEL)
+
+    def purge(self, now: Instant | None = None) -> int:
+        """Delete the finished tasks whose ``finished`` is older than ``now - retention``.
+
+        Never deletes a task that is not finished. ``now`` defaults to the current
+        time. Returns how many tasks were deleted.
+        """
+        cutoff = to_ms(now) - self._retention_ms
+        self._check_open()
+        return self._store.purge(cutoff)
+
+    # -- reading ----------------------------------------------------------
+
+    def get(self, task_id: str, *, as_user: int | None = None) -> Task:
+        """The task as it is now.
+
+        ``as_user`` checks that the user submitted the task or is an administrator.
+        Raises TaskNotFound (for any id that is not a task's, whoever asks) or
+        PermissionDenied.
+        """
+        _check_user("as_user", as_user, optional=True)
+        key = parse_id(task_id)
+        self._check_open()
+        record = self._fetch(key, task_id)
+        if as_user is not None:
+            self._authorize(record, as_user)
+        return self._task(record, now_ms())
+
+    # -- internals --------------------------------------------------------
+
+    def _fetch(self, key: int, task_id: str) -> Record:
+        record = self._store.fetch(key)
+        if record is None:
+            raise TaskNotFound(task_id)
+        return record
+
+    def _authorize(self, record: Record, user: int) -> None:
+        if record.submitted_by == user:
+            return
+        if self._is_admin is not None and self._is_admin(user):
+            return
+        raise PermissionDenied(str(record.id), user)
+
+    def _encode(self, result: Any) -> str | None:
+        return None if result is None else jsonvalue.encode(result)
+
+    def _apply(self, task_id: str, event: Event, **data: Any) -> Task:
+        key = parse_id(task_id)
+        self._check_open()
+        now = now_ms()
+        record = self._store.apply(key, event, now, **data)
+        if record is None:
+            # Nothing written: say why. Statuses only move forward, so what we read
+            # now is a status in which the compare-and-set would also have failed.
+            record = self._fetch(key, task_id)
+            status = TaskStatus(record.status)
+            if event not in TRANSITIONS[status]:
+                error = TaskNotCancellable if event is Event.CANCEL else InvalidTransition
+                raise error(task_id, status, event)
+        return self._task(record, now)
+
+    def _task(self, record: Record, now: int) -> Task:
+        started, finished = record.started, record.finished
+        if started is None:
+            elapsed = 0
+        elif finished is not None:
+            elapsed = finished - started
+        else:
+            elapsed = max(0, now - started)
+        task_id = str(record.id)
+        return Task(
+            id=task_id,
+            url=self._url_prefix + task_id,
+            status=TaskStatus(record.status),
+            submitted_by=record.submitted_by,
+            progress=record.progress,
+            elapsed_runtime=elapsed,
+            submitted=record.submitted,
+            last_update=record.last_update,
+            description=record.description,
+            message=record.message,
+            result=None if record.result is None else jsonvalue.decode(record.result),
+            started=started,
+            finished=finished,
+        )
