@@ -17,7 +17,9 @@ Instant = datetime | int
 
 def now_ms() -> int:
     """The current time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
+    # Rounded from time.time(), not floored from time_ns(): freezegun derives
+    # time_ns() from a float, which floors a frozen 12:00:07.250 to ...249 ms.
+    return round(time.time() * 1000)
 
 
 def to_ms(now: Instant | None) -> int:

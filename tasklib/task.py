@@ -10,6 +10,9 @@ from .status import TaskStatus
 
 __all__ = ["Task"]
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Task:
@@ -67,4 +70,4 @@ class Task:
 
     def to_json(self) -> str:
         """:meth:`to_dict` as compact JSON text (UTF-8 safe, non-ASCII kept as is)."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return _ENCODER.encode(self.to_dict())
