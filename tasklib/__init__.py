@@ -10,6 +10,7 @@ from .errors import (
     TaskNotFound,
     TrackerClosed,
 )
+from .runner import TaskHandle, current_task
 from .status import TaskStatus
 from .task import Task
 from .tracker import TaskTracker
@@ -21,9 +22,11 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "TaskError",
+    "TaskHandle",
     "TaskNotCancellable",
     "TaskNotFound",
     "TaskStatus",
     "TaskTracker",
     "TrackerClosed",
+    "current_task",
 ]

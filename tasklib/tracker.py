@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from datetime import timedelta
 from typing import Any, Callable
 
 from . import jsonvalue
 from .clock import Instant, duration_ms, now_ms, to_ms
 from .errors import InvalidTransition, PermissionDenied, TaskNotCancellable, TaskNotFound, TrackerClosed
+from .runner import WorkerPool
 from .status import TRANSITIONS, Event, TaskStatus
 from .storage import Record, Store
 from .task import Task
@@ -72,35 +75,67 @@ class TaskTracker:
         base_url: str | None = None,
         retention: timedelta = timedelta(days=14),
         is_admin: Callable[[int], bool] | None = None,
+        max_workers: int = 4,
+        progress_interval: float = 0.1,
     ) -> None:
         if base_url is not None and not isinstance(base_url, str):
             raise TypeError(f"base_url must be a str or None, not {type(base_url).__name__}")
         if is_admin is not None and not callable(is_admin):
             raise TypeError("is_admin must be a callable(user_id) -> bool, or None")
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise ValueError(f"max_workers must be a positive int, got {max_workers!r}")
+        if not isinstance(progress_interval, (int, float)) or isinstance(progress_interval, bool):
+            raise TypeError(f"progress_interval must be a number of seconds, not {type(progress_interval).__name__}")
+        if not 0 < progress_interval < float("inf"):
+            raise ValueError(f"progress_interval must be a positive number of seconds, got {progress_interval!r}")
         self._retention_ms = duration_ms(retention, "retention")
         self.retention = retention
         self.base_url = base_url
         self._url_prefix = base_url if base_url is not None else DEFAULT_BASE_PATH
         self._is_admin = is_admin
+        self.max_workers = max_workers
+        self.progress_interval = float(progress_interval)
         self._store = Store(database)
+        self._lock = threading.Lock()
+        self._pool: WorkerPool | None = None
+        self._closing = False
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------
 
     def open(self) -> "TaskTracker":
-        """Start the tracker's background machinery. Returns the tracker.
+        """Start the tracker's background machinery (its worker pool). Returns the tracker.
 
-        Raises TrackerClosed once the tracker was closed.
+        Calling it again does nothing. Raises TrackerClosed once the tracker was closed.
         """
-        self._check_open()
+        self._workers()
         return self
 
-    def close(self) -> None:
-        """Stop the tracker and release the store. Calling it again does nothing."""
-        if self._closed:
-            return
+    def close(self, wait: bool = True) -> None:
+        """Stop the tracker and release the store. Calling it again does nothing.
+
+        ``wait=True`` lets every submitted function run to its end. ``wait=False``
+        cancels the tasks that have not started (they never run) and asks the
+        running ones to cancel, then waits for them to stop. Either way no task of
+        this tracker is left ENQUEUED or RUNNING.
+        """
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            pool = self._pool
+        if pool is not None:
+            pool.shutdown(wait=wait)
         self._closed = True
         self._store.close()
+
+    def _workers(self) -> WorkerPool:
+        with self._lock:
+            if self._closing:
+                raise TrackerClosed("the tracker is closed")
+            if self._pool is None:
+                self._pool = WorkerPool(self, self.max_workers, self.progress_interval)
+            return self._pool
 
     def __enter__(self) -> "TaskTracker":
         return self.open()
@@ -109,7 +144,7 @@ class TaskTracker:
         self.close()
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closing:
             raise TrackerClosed("the tracker is closed")
 
     # -- writing ----------------------------------------------------------
@@ -123,21 +158,65 @@ class TaskTracker:
         submitted_by: int = 0,
         **kwargs: Any,
     ) -> Task:
-        """Record a new task, ENQUEUED, and return it.
+        """Record a new task, ENQUEUED, and return it; with ``fn``, also run it in the background.
 
-        ``description`` and ``submitted_by`` (the submitting user's id) are
-        reserved keyword names. Raises TypeError for arguments of the wrong type,
-        TrackerClosed once closed, StoreError if the store cannot be written.
+        ``fn(*args, **kwargs)`` runs on one of the tracker's worker threads (an
+        ``async def`` function runs on an event loop there). Its return value, any
+        JSON value, ends the task COMPLETE with it as ``result``; an exception ends
+        it FAILED with message "ExceptionType: text"; ``TaskCancelled`` after a
+        cancel request ends it CANCELLED. Inside, :func:`tasklib.current_task` gives
+        the task's handle. ``description`` and ``submitted_by`` (the submitting
+        user's id) are reserved keyword names: they are never passed to ``fn``.
+        Returns at once.
+
+        Raises TypeError for arguments of the wrong type, TrackerClosed once
+        closed, StoreError if the store cannot be written.
         """
         if description is not None and not isinstance(description, str):
             raise TypeError(f"description must be a str or None, not {type(description).__name__}")
         _check_user("submitted_by", submitted_by, optional=False)
-        if fn is not None or args or kwargs:
-            raise TypeError("submit() without a function takes no other arguments")
-        self._check_open()
+        if fn is None:
+            if args or kwargs:
+                raise TypeError("submit() without a function takes no other arguments")
+            self._check_open()
+        elif not callable(fn):
+            raise TypeError(f"submit() takes a callable to run, not {type(fn).__name__}")
+        pool = self._workers() if fn is not None else None
         now = now_ms()
         record = self._store.insert(description=description, submitted_by=submitted_by, now=now)
-        return self._task(record, now)
+        task = self._task(record, now)
+        if pool is not None:
+            pool.submit(task.id, fn, args, kwargs)
+        return task
+
+    def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Block until the task has finished and return it.
+
+        Works for any task in the store, also one run by another process.
+        Raises TimeoutError if it has not finished within ``timeout`` seconds,
+        TaskNotFound for an unknown id.
+        """
+        if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)):
+            raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pool = self._pool
+        outcome = pool.outcome(task_id) if pool is not None else None
+        if outcome is not None:
+            if not outcome.event.wait(timeout):
+                raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
+            if outcome.task is not None:
+                return outcome.task
+        # Not run here (or its end was not recorded here): watch the store.
+        pause = 0.005
+        while True:
+            task = self.get(task_id)
+            if task.status.is_terminal:
+                return task
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
+            remaining = float("inf") if deadline is None else deadline - time.monotonic()
+            time.sleep(max(0.0, min(pause, remaining)))
+            pause = min(pause * 2, self.progress_interval)
 
     def start(self, task_id: str) -> Task:
         """Mark an ENQUEUED task RUNNING and set its ``started`` time.
@@ -210,7 +289,11 @@ class TaskTracker:
         self._check_open()
         if as_user is not None:
             self._authorize(self._fetch(key, task_id), as_user)
-        return self._apply(task_id, Event.CANCEL)
+        task = self._transition(task_id, Event.CANCEL)
+        pool = self._pool
+        if pool is not None and task.status is TaskStatus.CANCEL_REQUESTED:
+            pool.request_cancel(task.id)
+        return task
 
     def purge(self, now: Instant | None = None) -> int:
         """Delete the finished tasks whose ``finished`` is older than ``now - retention``.
@@ -258,8 +341,15 @@ class TaskTracker:
         return None if result is None else jsonvalue.encode(result)
 
     def _apply(self, task_id: str, event: Event, **data: Any) -> Task:
-        key = parse_id(task_id)
         self._check_open()
+        return self._transition(task_id, event, **data)
+
+    def _read(self, task_id: str) -> Task:
+        return self._task(self._fetch(parse_id(task_id), task_id), now_ms())
+
+    def _transition(self, task_id: str, event: Event, **data: Any) -> Task:
+        """Apply ``event``; the workers call this directly, also while the tracker closes."""
+        key = parse_id(task_id)
         now = now_ms()
         record = self._store.apply(key, event, now, **data)
         if record is None:

@@ -1,0 +1,322 @@
+"""Running the host's task functions: the worker pool, the task handle, progress coalescing.
+
+A task function runs on one of the tracker's worker threads. It finds its
+:class:`TaskHandle` with :func:`current_task` (a context variable, so threads and
+coroutines that copy the context see it too), reports progress through it, and
+polls it for a cancel request. Cancellation is cooperative: nothing is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import InvalidTransition, TaskCancelled, TaskError, TaskNotFound
+from .status import Event, TaskStatus
+from .task import Task
+
+if TYPE_CHECKING:
+    from .tracker import TaskTracker
+
+__all__ = ["TaskHandle", "WorkerPool", "current_task"]
+
+logger = logging.getLogger("tasklib")
+
+_current: contextvars.ContextVar["TaskHandle | None"] = contextvars.ContextVar("tasklib_current_task", default=None)
+
+
+def current_task() -> "TaskHandle":
+    """The handle of the task this code runs in.
+
+    Works in the task function, in coroutines it awaits, and in threads started
+    with a copy of its context (``asyncio.to_thread``, ``contextvars.copy_context().run``).
+    Raises RuntimeError anywhere else.
+    """
+    handle = _current.get()
+    if handle is None:
+        raise RuntimeError(
+            "tasklib.current_task() was called outside a running task; "
+            "it works only in a function run by TaskTracker.submit(fn)"
+        )
+    return handle
+
+
+class TaskHandle:
+    """What a running task function uses to talk to its tracker.
+
+    Progress reports that change nothing visible are dropped, and writes are
+    coalesced to at most one per ``progress_interval``; the last report is always
+    written, at the latest one interval later or when the task ends. A cancel
+    request is seen within one interval.
+    """
+
+    def __init__(self, pool: "WorkerPool", task_id: str, interval: float) -> None:
+        self.id = task_id
+        self._pool = pool
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._progress = 0
+        self._message: str | None = None
+        self._dirty = False  # a report not yet written
+        self._next_write = 0.0  # monotonic time before which reports are held back
+        self._next_poll = time.monotonic() + interval
+        self._cancelled = False
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.id}>"
+
+    def update_progress(self, progress: int, message: str | None = None) -> None:
+        """Report progress (an int from 0 to 100) and optionally a message.
+
+        Cheap enough to call in a hot loop. Raises TypeError/ValueError for bad values.
+        """
+        # Fast path: the same report again changes nothing, so costs nothing.
+        if progress.__class__ is int and progress == self._progress and (message is None or message == self._message):
+            return
+        self._report(progress, message)
+
+    def _report(self, progress: int, message: str | None) -> None:
+        if not isinstance(progress, int) or isinstance(progress, bool):
+            raise TypeError(f"progress must be an int from 0 to 100, not {type(progress).__name__}")
+        if not 0 <= progress <= 100:
+            raise ValueError(f"progress must be from 0 to 100, got {progress}")
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"message must be a str or None, not {type(message).__name__}")
+        with self._lock:
+            self._progress = progress
+            if message is not None:
+                self._message = message
+            self._dirty = True
+            if time.monotonic() >= self._next_write:
+                self._write()
+                return
+        self._pool.flush_later(self)
+
+    def flush(self, *, due_only: bool = False) -> None:
+        """Write the last report if it is not written yet (and, with ``due_only``, its interval is over)."""
+        with self._lock:
+            if self._dirty and (not due_only or time.monotonic() >= self._next_write):
+                self._write()
+
+    def _write(self) -> None:
+        # Called with the lock held, so reports reach the store in order.
+        self._dirty = False
+        self._next_write = time.monotonic() + self._interval
+        try:
+            task = self._pool.tracker._transition(self.id, Event.PROGRESS, progress=self._progress, message=self._message)
+        except (InvalidTransition, TaskNotFound):
+            # Finished or removed behind the task's back (marked DEAD, purged):
+            # tell its code to stop, as a cancel request would.
+            self._cancelled = True
+            return
+        self._see(task)
+
+    def _see(self, task: Task) -> None:
+        self._next_poll = time.monotonic() + self._interval
+        if task.status is not TaskStatus.RUNNING:
+            self._cancelled = True
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once cancellation of this task was requested; checks the store at most once an interval."""
+        if self._cancelled:
+            return True
+        if time.monotonic() >= self._next_poll:
+            try:
+                self._see(self._pool.tracker._read(self.id))
+            except TaskNotFound:
+                self._cancelled = True
+        return self._cancelled
+
+    def raise_if_cancelled(self) -> None:
+        """Raise TaskCancelled once cancellation was requested; let it propagate to end the task CANCELLED."""
+        if self._cancelled or self.cancel_requested:
+            raise TaskCancelled(f"task {self.id} was cancelled")
+
+    def _request_cancel(self) -> None:
+        self._cancelled = True
+
+
+class _Outcome:
+    """Set when a task of this pool has finished; wait() blocks on it."""
+
+    __slots__ = ("event", "task")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.task: Task | None = None
+
+
+class WorkerPool:
+    """The tracker's worker threads, started by the first submit(fn), and its progress flusher."""
+
+    def __init__(self, tracker: "TaskTracker", max_workers: int, interval: float) -> None:
+        self.tracker = tracker
+        self._interval = interval
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tasklib-worker")
+        self._lock = threading.Lock()
+        self._queued: dict[str, Future[None]] = {}
+        self._running: dict[str, TaskHandle] = {}
+        self._outcomes: dict[str, _Outcome] = {}
+        self._dirty: set[TaskHandle] = set()
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="tasklib-progress", daemon=True)
+        self._flusher.start()
+
+    # -- submitting and waiting ---------------------------------------------
+
+    def submit(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        with self._lock:
+            self._outcomes[task_id] = _Outcome()
+            future = self._executor.submit(self._execute, task_id, fn, args, kwargs)
+            self._queued[task_id] = future
+
+    def outcome(self, task_id: str) -> _Outcome | None:
+        """The pending outcome of a task this pool runs, or None if it is not (or no longer) ours."""
+        return self._outcomes.get(task_id)
+
+    def request_cancel(self, task_id: str) -> None:
+        """Let a task running here see a cancel request at once, not one poll later."""
+        handle = self._running.get(task_id)
+        if handle is not None:
+            handle._request_cancel()
+
+    def flush_later(self, handle: TaskHandle) -> None:
+        with self._lock:
+            self._dirty.add(handle)
+
+    # -- shutting down --------------------------------------------------------
+
+    def shutdown(self, wait: bool) -> None:
+        """Stop the pool. ``wait``: let every submitted task run to its end.
+
+        Otherwise tasks that have not started are cancelled without running, and
+        running ones are asked to cancel; either way this returns once every
+        worker has stopped.
+        """
+        if not wait:
+            with self._lock:
+                queued = list(self._queued.items())
+                running = list(self._running.values())
+            for task_id, future in queued:
+                if future.cancel():
+                    self._abandon(task_id)
+            for handle in running:
+                handle._request_cancel()
+                self._cancel_quietly(handle.id)
+        self._executor.shutdown(wait=True)
+        self._stop.set()
+        self._flusher.join()
+
+    def _abandon(self, task_id: str) -> None:
+        with self._lock:
+            self._queued.pop(task_id, None)
+        self._cancel_quietly(task_id)
+        self._finish(task_id)
+
+    def _cancel_quietly(self, task_id: str) -> None:
+        try:
+            self.tracker._transition(task_id, Event.CANCEL)
+        except TaskError:
+            pass  # already finished or gone: nothing left to cancel
+
+    # -- running --------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        # Writes the last report of a task that went quiet within its interval.
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+            for handle in dirty:
+                try:
+                    handle.flush(due_only=True)
+                except Exception:
+                    logger.exception("tasklib: could not write the progress of task %s", handle.id)
+                if handle._dirty:
+                    self.flush_later(handle)
+
+    def _execute(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        with self._lock:
+            self._queued.pop(task_id, None)
+        try:
+            try:
+                self.tracker._transition(task_id, Event.START)
+            except (InvalidTransition, TaskNotFound):
+                return  # cancelled (or removed) before it started: it never runs
+            handle = TaskHandle(self, task_id, self._interval)
+            with self._lock:
+                self._running[task_id] = handle
+            try:
+                self._run(handle, fn, args, kwargs)
+            finally:
+                with self._lock:
+                    self._running.pop(task_id, None)
+                    self._dirty.discard(handle)
+        except BaseException:
+            # Nothing a task does may kill a worker: even a failed store write ends here.
+            logger.exception("tasklib: worker failed while running task %s", task_id)
+        finally:
+            self._finish(task_id)
+
+    def _finish(self, task_id: str) -> None:
+        with self._lock:
+            outcome = self._outcomes.pop(task_id, None)
+        if outcome is not None:
+            outcome.event.set()
+
+    def _run(self, handle: TaskHandle, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        task_id = handle.id
+        token = _current.set(handle)
+        try:
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+        except TaskCancelled as exc:
+            handle.flush()
+            self._end_cancelled(handle, exc)
+            return
+        except BaseException as exc:  # noqa: BLE001 - a task may raise anything, and must not kill its worker
+            handle.flush()
+            logger.error("tasklib: task %s failed", task_id, exc_info=exc)
+            text = str(exc)
+            self._end(task_id, Event.FAIL, message=f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+            return
+        finally:
+            _current.reset(token)
+        handle.flush()
+        try:
+            encoded = self.tracker._encode(result)
+        except (TypeError, ValueError) as exc:
+            self._end(task_id, Event.FAIL, message=f"the task returned a {type(result).__name__}, which cannot be stored as JSON: {exc}")
+            return
+        self._end(task_id, Event.COMPLETE, result=encoded)
+
+    def _end_cancelled(self, handle: TaskHandle, exc: TaskCancelled) -> None:
+        try:
+            self._end(handle.id, Event.ACKNOWLEDGE_CANCEL, message=None, quiet=False)
+        except InvalidTransition as refused:
+            if refused.status is TaskStatus.RUNNING:
+                # TaskCancelled raised with no cancel request: the task gave up on its own.
+                self._end(handle.id, Event.FAIL, message=f"TaskCancelled: {exc}")
+
+    def _end(self, task_id: str, event: Event, *, quiet: bool = True, **data: Any) -> None:
+        try:
+            task = self.tracker._transition(task_id, event, **data)
+        except (InvalidTransition, TaskNotFound) as exc:
+            if not quiet and isinstance(exc, InvalidTransition):
+                raise
+            logger.warning("tasklib: task %s ended, but could not be recorded: %s", task_id, exc)
+            return
+        outcome = self._outcomes.get(task_id)
+        if outcome is not None:
+            outcome.task = task
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable

@@ -1,0 +1,370 @@
+"""Running functions: submit(fn), progress from inside, cooperative cancel, outcomes, close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import pytest
+
+import tasklib
+from tasklib import TaskCancelled, TaskStatus, TaskTracker, TrackerClosed
+
+from .conftest import rows
+
+S = TaskStatus
+WAIT = 30  # seconds: generous, only reached when something is broken
+
+
+def eventually(check: Callable[[], bool], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def runner(make_tracker: Callable[..., TaskTracker]) -> TaskTracker:
+    return make_tracker(max_workers=4, progress_interval=0.05)
+
+
+def test_progress_from_inside_appears_in_get(runner: TaskTracker) -> None:
+    """A report made inside the task shows in get(), even when the task then goes quiet."""
+    release = threading.Event()
+
+    def work() -> str:
+        handle = tasklib.current_task()
+        handle.update_progress(10, message="starting")
+        handle.update_progress(42, message="42 of 100")  # inside the interval: held back, then flushed
+        release.wait(WAIT)
+        return "ok"
+
+    task = runner.submit(work, description="report")
+    eventually(lambda: runner.get(task.id).progress == 42)
+    seen = runner.get(task.id)
+    assert (seen.status, seen.message) == (S.RUNNING, "42 of 100")
+    release.set()
+    done = runner.wait(task.id, timeout=WAIT)
+    assert (done.status, done.progress, done.result, done.description) == (S.COMPLETE, 100, "ok", "report")
+
+
+def test_handle_knows_its_task(runner: TaskTracker) -> None:
+    """current_task().id is the id submit() returned."""
+    task = runner.submit(lambda: tasklib.current_task().id)
+    assert runner.wait(task.id, timeout=WAIT).result == task.id
+
+
+def test_arguments_and_reserved_keywords(runner: TaskTracker) -> None:
+    """Positional and keyword arguments reach fn; description and submitted_by do not."""
+    def work(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"args": list(args), "kwargs": kwargs}
+
+    task = runner.submit(work, 1, "two", description="d", submitted_by=7, three=3)
+    assert runner.wait(task.id, timeout=WAIT).result == {"args": [1, "two"], "kwargs": {"three": 3}}
+    assert (task.description, task.submitted_by) == ("d", 7)
+
+
+def cancellable_loop(seen: dict[str, float]) -> Callable[[], None]:
+    def work() -> None:
+        handle = tasklib.current_task()
+        i = 0
+        while True:
+            if handle.cancel_requested:
+                seen["at"] = time.monotonic()
+            handle.raise_if_cancelled()
+            handle.update_progress(min(99, i // 10))
+            i += 1
+            time.sleep(0.001)
+    return work
+
+
+def test_cancel_of_a_running_task_ends_cancelled_within_an_interval(make_tracker: Callable[..., TaskTracker]) -> None:
+    """A cancel made through another tracker on the store is seen within one progress interval."""
+    interval = 0.2
+    runner = make_tracker(progress_interval=interval)
+    other = make_tracker()  # knows nothing of runner's threads: only the store carries the request
+    seen: dict[str, float] = {}
+    task = runner.submit(cancellable_loop(seen))
+    eventually(lambda: runner.get(task.id).progress > 0)
+    asked = time.monotonic()
+    assert other.cancel(task.id).status is S.CANCEL_REQUESTED
+    done = runner.wait(task.id, timeout=WAIT)
+    assert done.status is S.CANCELLED
+    # One interval, plus slack for a loaded 2-core machine.
+    assert seen["at"] - asked <= interval + 0.3
+
+
+def test_cancel_through_the_same_tracker_is_seen_at_once(runner: TaskTracker) -> None:
+    """The running tracker's own cancel() flags the task without waiting for a poll."""
+    seen: dict[str, float] = {}
+    task = runner.submit(cancellable_loop(seen))
+    eventually(lambda: runner.get(task.id).status is S.RUNNING)
+    runner.cancel(task.id)
+    assert runner.wait(task.id, timeout=WAIT).status is S.CANCELLED
+
+
+def test_cancel_of_a_queued_task_means_it_never_runs(make_tracker: Callable[..., TaskTracker]) -> None:
+    """A task cancelled while queued ends CANCELLED and its function is never called."""
+    runner = make_tracker(max_workers=1)
+    release = threading.Event()
+    calls: list[str] = []
+    blocker = runner.submit(lambda: release.wait(WAIT))
+    queued = runner.submit(lambda: calls.append("ran"))
+    assert runner.cancel(queued.id).status is S.CANCELLED
+    release.set()
+    assert runner.wait(blocker.id, timeout=WAIT).status is S.COMPLETE
+    assert runner.wait(queued.id, timeout=WAIT).status is S.CANCELLED
+    runner.close()
+    assert calls == []
+
+
+class Odd(BaseException):
+    """A BaseException that is neither KeyboardInterrupt nor SystemExit."""
+
+
+def raise_(exc: BaseException) -> Callable[[], None]:
+    def work() -> None:
+        raise exc
+    return work
+
+
+@pytest.mark.parametrize(
+    "fn, status, message",
+    [
+        (lambda: {"deleted": 3}, S.COMPLETE, None),
+        (lambda: None, S.COMPLETE, None),
+        (raise_(ValueError("bad project key")), S.FAILED, "ValueError: bad project key"),
+        (raise_(RuntimeError()), S.FAILED, "RuntimeError"),
+        (raise_(Odd("odd")), S.FAILED, "Odd: odd"),
+        (raise_(KeyboardInterrupt()), S.FAILED, "KeyboardInterrupt"),
+        (raise_(SystemExit(3)), S.FAILED, "SystemExit: 3"),
+        (raise_(TaskCancelled("gave up")), S.FAILED, "TaskCancelled: gave up"),
+        (lambda: {1, 2}, S.FAILED, "returned a set"),
+        (lambda: float("nan"), S.FAILED, "returned a float"),
+    ],
+    ids=["dict", "none", "exception", "no-text", "base-exception", "keyboard-interrupt", "system-exit",
+         "cancelled-unasked", "set", "nan"],
+)
+def test_outcomes(runner: TaskTracker, fn: Callable[[], Any], status: TaskStatus, message: str | None) -> None:
+    """Each way a function can end gives its status and message, and the worker lives on."""
+    task = runner.wait(runner.submit(fn).id, timeout=WAIT)
+    assert task.status is status
+    if message is None:
+        assert task.message is None
+    else:
+        assert message in task.message
+    if status is S.COMPLETE:
+        assert task.progress == 100
+    after = runner.wait(runner.submit(lambda: "still alive").id, timeout=WAIT)
+    assert after.result == "still alive"
+
+
+def test_failure_traceback_goes_to_logging_not_json(runner: TaskTracker, caplog: pytest.LogCaptureFixture) -> None:
+    """The traceback of a failed task is logged; the task's JSON holds only "Type: text"."""
+    def work() -> None:
+        raise ValueError("disk full")
+
+    with caplog.at_level(logging.ERROR, logger="tasklib"):
+        task = runner.wait(runner.submit(work).id, timeout=WAIT)
+    assert task.message == "ValueError: disk full"
+    assert "Traceback" not in task.to_json()
+    assert any(r.exc_info and r.exc_info[0] is ValueError for r in caplog.records)
+
+
+def test_cancelled_task_ends_cancelled_with_its_last_progress(runner: TaskTracker) -> None:
+    """TaskCancelled after a request ends CANCELLED, keeping the last progress reported."""
+    started = threading.Event()
+
+    def work() -> None:
+        handle = tasklib.current_task()
+        handle.update_progress(30, message="30%")
+        started.set()
+        while True:
+            handle.raise_if_cancelled()
+            time.sleep(0.002)
+
+    task = runner.submit(work)
+    assert started.wait(WAIT)
+    runner.cancel(task.id)
+    done = runner.wait(task.id, timeout=WAIT)
+    assert (done.status, done.progress, done.message) == (S.CANCELLED, 30, "30%")
+    assert done.finished is not None
+
+
+def test_200_tasks_on_4_workers(runner: TaskTracker) -> None:
+    """200 tasks of mixed outcomes on 4 workers each reach the right terminal state."""
+    def work(i: int) -> int:
+        handle = tasklib.current_task()
+        for p in range(0, 101, 25):
+            handle.update_progress(p, message=f"{i}: {p}")
+        if i % 5 == 0:
+            raise ValueError(f"task {i}")
+        return i * i
+
+    tasks = [runner.submit(work, i) for i in range(200)]
+    finals = [runner.wait(t.id, timeout=WAIT) for t in tasks]
+    for i, task in enumerate(finals):
+        if i % 5 == 0:
+            assert (task.status, task.message) == (S.FAILED, f"ValueError: task {i}")
+        else:
+            assert (task.status, task.result, task.progress) == (S.COMPLETE, i * i, 100)
+
+
+def test_close_without_wait_leaves_nothing_enqueued_or_running(make_tracker: Callable[..., TaskTracker]) -> None:
+    """close(wait=False) cancels queued tasks unrun and stops running ones; none stays ENQUEUED/RUNNING."""
+    runner = make_tracker(max_workers=2, progress_interval=0.05)
+    ran: list[int] = []
+    started = threading.Barrier(3)
+
+    def work(i: int) -> None:
+        ran.append(i)
+        if i < 2:
+            started.wait(WAIT)
+        handle = tasklib.current_task()
+        while True:
+            handle.raise_if_cancelled()
+            time.sleep(0.002)
+
+    tasks = [runner.submit(work, i) for i in range(20)]
+    started.wait(WAIT)
+    runner.close(wait=False)
+    reader = make_tracker()
+    finals = {t.id: reader.get(t.id).status for t in tasks}
+    assert set(finals.values()) == {S.CANCELLED}
+    assert sorted(ran) == [0, 1], "queued tasks must never run"
+
+
+def test_close_with_wait_runs_everything_submitted(make_tracker: Callable[..., TaskTracker]) -> None:
+    """close() (wait=True) lets running and queued functions finish."""
+    runner = make_tracker(max_workers=2)
+    tasks = [runner.submit(lambda i=i: time.sleep(0.01) or i) for i in range(10)]
+    runner.close()
+    reader = make_tracker()
+    assert [reader.get(t.id).result for t in tasks] == list(range(10))
+    assert {reader.get(t.id).status for t in tasks} == {S.COMPLETE}
+
+
+def test_closed_tracker_refuses_new_work(runner: TaskTracker) -> None:
+    """submit(fn) after close() raises TrackerClosed and records nothing."""
+    runner.close()
+    with pytest.raises(TrackerClosed):
+        runner.submit(lambda: None)
+    assert rows(runner) == []
+
+
+def test_coroutine_function_runs_with_the_same_handle(runner: TaskTracker) -> None:
+    """An async def task runs on an event loop, reports progress, and its result completes it."""
+    async def work(n: int) -> dict[str, Any]:
+        handle = tasklib.current_task()
+        for i in range(n):
+            await asyncio.sleep(0.001)
+            handle.update_progress(i * 100 // n, message=f"{i} of {n}")
+        # A thread started by the coroutine with its context sees the same task.
+        other = await asyncio.to_thread(lambda: tasklib.current_task().id)
+        return {"n": n, "same": other == handle.id}
+
+    task = runner.wait(runner.submit(work, 20).id, timeout=WAIT)
+    assert (task.status, task.result) == (S.COMPLETE, {"n": 20, "same": True})
+
+
+def test_coroutine_cancellation_and_failure(runner: TaskTracker) -> None:
+    """An async task stops CANCELLED on request, and FAILED on an exception."""
+    async def loop() -> None:
+        while True:
+            tasklib.current_task().raise_if_cancelled()
+            await asyncio.sleep(0.002)
+
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("x")
+
+    task = runner.submit(loop)
+    eventually(lambda: runner.get(task.id).status is S.RUNNING)
+    runner.cancel(task.id)
+    assert runner.wait(task.id, timeout=WAIT).status is S.CANCELLED
+    assert runner.wait(runner.submit(broken).id, timeout=WAIT).message == "KeyError: 'x'"
+
+
+def test_handle_in_a_thread_with_copied_context(runner: TaskTracker) -> None:
+    """current_task() works in a thread the task starts with a copy of its context."""
+    def work() -> bool:
+        ctx = contextvars.copy_context()
+        out: list[str] = []
+        t = threading.Thread(target=lambda: out.append(ctx.run(lambda: tasklib.current_task().id)))
+        t.start()
+        t.join()
+        return out == [tasklib.current_task().id]
+
+    assert runner.wait(runner.submit(work).id, timeout=WAIT).result is True
+
+
+def test_current_task_outside_a_task_is_a_runtime_error() -> None:
+    """current_task() outside a running task raises RuntimeError saying so."""
+    with pytest.raises(RuntimeError, match="outside a running task"):
+        tasklib.current_task()
+
+
+def test_bad_progress_inside_a_task_raises_there(runner: TaskTracker) -> None:
+    """The handle refuses bad progress with TypeError/ValueError, in the task's own code."""
+    def work() -> list[str]:
+        handle = tasklib.current_task()
+        errors = []
+        for bad in (101, -1, 5.0, "5", True, None):
+            try:
+                handle.update_progress(bad)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                errors.append(type(exc).__name__)
+        try:
+            handle.update_progress(5, message=5)  # type: ignore[arg-type]
+        except TypeError:
+            errors.append("message")
+        return errors
+
+    result = runner.wait(runner.submit(work).id, timeout=WAIT).result
+    assert result == ["ValueError", "ValueError", "TypeError", "TypeError", "TypeError", "TypeError", "message"]
+
+
+def test_hot_loop_writes_at_most_once_per_interval(make_tracker: Callable[..., TaskTracker]) -> None:
+    """A million progress calls write a handful of times, and the final state is exact."""
+    runner = make_tracker(progress_interval=0.1)
+    writes: list[str] = []
+    runner._store.db.query_hooks.append(lambda event: writes.append(event.sql) if event.sql.startswith("UPDATE") else None)
+
+    def work(n: int) -> float:
+        handle = tasklib.current_task()
+        began = time.monotonic()
+        for i in range(n):
+            handle.update_progress(i * 100 // n, message=None if i % 1000 else f"{i // 1000} thousand")
+        return time.monotonic() - began
+
+    task = runner.wait(runner.submit(work, 1_000_000).id, timeout=120)
+    assert task.status is S.COMPLETE and task.progress == 100 and task.message == "999 thousand"
+    progress_writes = len(writes) - 2  # the start and the completion
+    # One write may lead each interval, and the last report is written before completion.
+    assert 1 <= progress_writes <= task.result / 0.1 + 2
+
+
+def test_no_thread_starts_before_submit_or_open(db_path: Any) -> None:
+    """Constructing a tracker starts no thread; submit(fn) starts the pool; close() ends it."""
+    before = set(threading.enumerate())
+    tracker = TaskTracker(str(db_path))
+    tracker.submit(description="host-driven")
+    assert set(threading.enumerate()) == before
+    tracker.wait(tracker.submit(lambda: 1).id, timeout=WAIT)
+    assert any(t.name.startswith("tasklib") for t in set(threading.enumerate()) - before)
+    tracker.close()
+    eventually(lambda: not any(t.name.startswith("tasklib") for t in threading.enumerate()))
+
+
+def test_wait_times_out_and_watches_other_trackers(make_tracker: Callable[..., TaskTracker]) -> None:
+    """wait() raises TimeoutError while unfinished, and sees a task finished by another tracker."""
+    a, b = make_tracker(), make_tracker()
+    task = a.submit()
+    with pytest.raises(TimeoutError):
+        b.wait(task.id, timeout=0.05)
+    threading.Timer(0.05, lambda: a.complete(task.id, result=1)).start()
+    assert b.wait(task.id, timeout=WAIT).result == 1
