@@ -67,6 +67,7 @@ class TaskHandle:
         self._next_write = 0.0  # monotonic time before which reports are held back
         self._next_poll = time.monotonic() + interval
         self._cancelled = False
+        self._final: tuple[int | None, str | None] = (None, None)
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.id}>"
@@ -98,11 +99,20 @@ class TaskHandle:
                 return
         self._pool.flush_later(self)
 
-    def flush(self, *, due_only: bool = False) -> None:
-        """Write the last report if it is not written yet (and, with ``due_only``, its interval is over)."""
+    def flush_if_due(self) -> None:
+        """Write the last report if it is not written yet and its interval is over."""
         with self._lock:
-            if self._dirty and (not due_only or time.monotonic() >= self._next_write):
+            if self._dirty and time.monotonic() >= self._next_write:
                 self._write()
+
+    def _last_report(self) -> tuple[int | None, str | None]:
+        """The report not yet written, for the task's final write; no write follows it."""
+        with self._lock:
+            self._next_write = float("inf")
+            if self._dirty:
+                self._dirty = False
+                self._final = (self._progress, self._message)
+            return self._final
 
     def _write(self) -> None:
         # Called with the lock held, so reports reach the store in order.
@@ -235,7 +245,7 @@ class WorkerPool:
                 dirty, self._dirty = self._dirty, set()
             for handle in dirty:
                 try:
-                    handle.flush(due_only=True)
+                    handle.flush_if_due()
                 except Exception:
                     logger.exception("tasklib: could not write the progress of task %s", handle.id)
                 if handle._dirty:
@@ -278,42 +288,44 @@ class WorkerPool:
             if inspect.isawaitable(result):
                 result = asyncio.run(_await(result))
         except TaskCancelled as exc:
-            handle.flush()
             self._end_cancelled(handle, exc)
             return
         except BaseException as exc:  # noqa: BLE001 - a task may raise anything, and must not kill its worker
-            handle.flush()
             logger.error("tasklib: task %s failed", task_id, exc_info=exc)
             text = str(exc)
-            self._end(task_id, Event.FAIL, message=f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+            self._end(handle, Event.FAIL, message=f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
             return
         finally:
             _current.reset(token)
-        handle.flush()
         try:
             encoded = self.tracker._encode(result)
         except (TypeError, ValueError) as exc:
-            self._end(task_id, Event.FAIL, message=f"the task returned a {type(result).__name__}, which cannot be stored as JSON: {exc}")
+            message = f"the task returned a {type(result).__name__}, which cannot be stored as JSON: {exc}"
+            self._end(handle, Event.FAIL, message=message)
             return
-        self._end(task_id, Event.COMPLETE, result=encoded)
+        self._end(handle, Event.COMPLETE, result=encoded)
 
     def _end_cancelled(self, handle: TaskHandle, exc: TaskCancelled) -> None:
         try:
-            self._end(handle.id, Event.ACKNOWLEDGE_CANCEL, message=None, quiet=False)
+            self._end(handle, Event.ACKNOWLEDGE_CANCEL, quiet=False)
         except InvalidTransition as refused:
             if refused.status is TaskStatus.RUNNING:
                 # TaskCancelled raised with no cancel request: the task gave up on its own.
-                self._end(handle.id, Event.FAIL, message=f"TaskCancelled: {exc}")
+                self._end(handle, Event.FAIL, message=f"TaskCancelled: {exc}")
 
-    def _end(self, task_id: str, event: Event, *, quiet: bool = True, **data: Any) -> None:
+    def _end(self, handle: TaskHandle, event: Event, *, quiet: bool = True, **data: Any) -> None:
+        """Record how the task ended, with its last progress report in the same write."""
+        progress, message = handle._last_report()
+        data.setdefault("message", message)
+        data.setdefault("progress", progress)
         try:
-            task = self.tracker._transition(task_id, event, **data)
+            task = self.tracker._transition(handle.id, event, **data)
         except (InvalidTransition, TaskNotFound) as exc:
             if not quiet and isinstance(exc, InvalidTransition):
                 raise
-            logger.warning("tasklib: task %s ended, but could not be recorded: %s", task_id, exc)
+            logger.warning("tasklib: task %s ended, but could not be recorded: %s", handle.id, exc)
             return
-        outcome = self._outcomes.get(task_id)
+        outcome = self._outcomes.get(handle.id)
         if outcome is not None:
             outcome.task = task
 

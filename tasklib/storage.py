@@ -247,10 +247,11 @@ class Store:
         elif finishing:
             updates[T.finished] = Case(None, [(T.status.in_(finishing), now)], T.finished)
         # Only the fields an event carries; a None message keeps the one stored.
-        if event is Event.PROGRESS:
-            updates[T.progress] = _p("progress")
         if event is Event.COMPLETE:
             updates[T.progress] = 100
+        elif event is not Event.CANCEL:
+            # A task's last report rides on its final write instead of costing one more.
+            updates[T.progress] = fn.COALESCE(_p("progress"), T.progress)
         if event in (Event.COMPLETE, Event.FAIL):
             updates[T.result] = fn.COALESCE(_p("result"), T.result)
         if event is not Event.CANCEL:

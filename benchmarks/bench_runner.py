@@ -1,0 +1,155 @@
+"""Running functions: tasklib's worker pool and progress handle against their baselines.
+
+1. N no-op tasks through ``submit(fn)`` + ``wait``, against a
+   ``concurrent.futures.ThreadPoolExecutor`` running the same no-ops plus the same
+   three plain-sqlite3 writes per task (insert, start, complete), same pragmas,
+   same number of workers. Target: tasklib >= 0.5x the baseline's throughput.
+2. A task calling ``update_progress`` 1,000,000 times with rising progress, against
+   the same loop calling an empty method. Target: <= 3x the time, and at most one
+   store write per progress interval.
+
+Rounds alternate between the sides; the best round of each counts.
+
+    python benchmarks/bench_runner.py [--tasks 10000] [--calls 1000000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import tasklib  # noqa: E402
+from tasklib import TaskTracker  # noqa: E402
+from tasklib.clock import now_ms  # noqa: E402
+from tasklib.status import Event  # noqa: E402
+from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS  # noqa: E402
+
+WORKERS = 4
+INSERT = ("INSERT INTO tasklib_task (status, description, submitted_by, progress, submitted, last_update) "
+          "VALUES ('ENQUEUED', ?, ?, 0, ?, ?) RETURNING id")
+START = ("UPDATE tasklib_task SET status = 'RUNNING', started = COALESCE(started, ?), last_update = ? "
+         "WHERE id = ? AND status = 'ENQUEUED'")
+COMPLETE = ("UPDATE tasklib_task SET status = 'COMPLETE', progress = 100, result = ?, finished = ?, last_update = ? "
+            "WHERE id = ? AND status IN ('RUNNING', 'CANCEL_REQUESTED')")
+
+
+def noop() -> None:
+    return None
+
+
+def connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    for name, value in SQLITE_PRAGMAS:
+        conn.execute(f"PRAGMA {name} = {value}")
+    return conn
+
+
+def baseline_pool(path: str, n: int) -> float:
+    TaskTracker(path).close()  # the same tables
+    local = threading.local()
+
+    def run(task_id: int) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = connect(path)
+        now = now_ms()
+        conn.execute(START, (now, now, task_id))
+        noop()
+        now = now_ms()
+        conn.execute(COMPLETE, (None, now, now, task_id))
+
+    main = connect(path)
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = []
+        for _ in range(n):
+            now = now_ms()
+            task_id = main.execute(INSERT, ("bench", 0, now, now)).fetchall()[0][0]
+            futures.append(pool.submit(run, task_id))
+        for future in futures:
+            future.result()
+    elapsed = time.perf_counter() - began
+    main.close()
+    return elapsed
+
+
+def tasklib_pool(path: str, n: int) -> float:
+    tracker = TaskTracker(path, max_workers=WORKERS)
+    began = time.perf_counter()
+    ids = [tracker.submit(noop, description="bench").id for _ in range(n)]
+    for task_id in ids:
+        assert tracker.wait(task_id).status is tasklib.TaskStatus.COMPLETE
+    elapsed = time.perf_counter() - began
+    tracker.close()
+    return elapsed
+
+
+class Empty:
+    def update_progress(self, progress: int, message: str | None = None) -> None:
+        pass
+
+
+def progress_loop(handle: object, calls: int) -> float:
+    update = handle.update_progress  # type: ignore[attr-defined]
+    began = time.perf_counter()
+    for i in range(calls):
+        update(i * 100 // calls)
+    return time.perf_counter() - began
+
+
+def tasklib_progress(path: str, calls: int, interval: float) -> tuple[float, int]:
+    tracker = TaskTracker(path, progress_interval=interval)
+    progress_sql = tracker._store._events[Event.PROGRESS].sql
+    writes = []
+    tracker._store.db.query_hooks.append(
+        lambda event: writes.append(1) if event.sql == progress_sql else None
+    )
+    task = tracker.wait(tracker.submit(lambda: progress_loop(tasklib.current_task(), calls)).id)
+    tracker.close()
+    return task.result, len(writes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--interval", type=float, default=0.1)
+    args = parser.parse_args()
+    raw_best = lib_best = float("inf")
+    empty_best = handle_best = float("inf")
+    max_writes_per_interval = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            raw_best = min(raw_best, baseline_pool(os.path.join(tmp, f"raw{r}.db"), args.tasks))
+            lib_best = min(lib_best, tasklib_pool(os.path.join(tmp, f"lib{r}.db"), args.tasks))
+            empty_best = min(empty_best, progress_loop(Empty(), args.calls))
+            took, writes = tasklib_progress(os.path.join(tmp, f"prog{r}.db"), args.calls, args.interval)
+            handle_best = min(handle_best, took)
+            # The first change is written at once; after it, one write per interval at most.
+            allowed = 1 + took // args.interval
+            max_writes_per_interval = max(max_writes_per_interval, writes / allowed)
+    raw_rate, lib_rate = args.tasks / raw_best, args.tasks / lib_best
+    print(f"{args.tasks} no-op tasks on {WORKERS} workers, best of {args.rounds} alternating rounds")
+    print(f"  ThreadPoolExecutor + 3 sqlite3 writes: {raw_rate:8,.0f} tasks/s")
+    print(f"  tasklib submit(fn) + wait:             {lib_rate:8,.0f} tasks/s")
+    ratio = lib_rate / raw_rate
+    print(f"  ratio {ratio:.2f} (target >= 0.50): {'PASS' if ratio >= 0.5 else 'FAIL'}")
+    slow = handle_best / empty_best
+    print(f"{args.calls:,} update_progress calls with rising progress")
+    print(f"  empty method: {empty_best:.3f} s   tasklib handle: {handle_best:.3f} s")
+    print(f"  ratio {slow:.2f} (target <= 3.00): {'PASS' if slow <= 3 else 'FAIL'}")
+    print(f"  progress writes / (1 + elapsed // {args.interval} s interval), worst round: "
+          f"{max_writes_per_interval:.2f} (target <= 1): {'PASS' if max_writes_per_interval <= 1 else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
