@@ -15,39 +15,48 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Iterable, NamedTuple
+import time
+from typing import Any, Iterator, NamedTuple
 
 import peewee
 from peewee import SQL, Case, Value, fn
 from playhouse import db_url
+from playhouse.migrate import SchemaMigrator, migrate
 
+from .clock import now_ms
 from .errors import StoreError
 from .status import Event, TaskStatus, moves, writes
 
-__all__ = ["Record", "Store", "SCHEMA_VERSION"]
+__all__ = ["Heartbeat", "Record", "Store", "SCHEMA_VERSION"]
 
 #: The version of the tables this tasklib writes; stored in ``tasklib_meta``.
-SCHEMA_VERSION = 1
+#: 1: tasks and meta. 2: the runner of each task, runners' heartbeats, leases.
+SCHEMA_VERSION = 2
 
 #: Pragmas of a SQLite database that tasklib opens itself. WAL lets readers run
 #: beside the writer; synchronous=FULL makes every commit survive a power loss, not
 #: only a crash; incremental auto-vacuum lets a purge give space back without a VACUUM.
 SQLITE_PRAGMAS: tuple[tuple[str, Any], ...] = (
+    ("auto_vacuum", "incremental"),  # first: it only takes before the file has its first page
     ("journal_mode", "wal"),
     ("synchronous", "full"),
-    ("auto_vacuum", "incremental"),
-    ("foreign_keys", 1),
 )
 #: Seconds a SQLite connection waits for another writer's lock before giving up.
 SQLITE_BUSY_TIMEOUT = 10.0
+#: Attempts of a write that SQLite refused as busy or locked before the caller is told.
+WRITE_ATTEMPTS = 5
 
-PURGE_BATCH = 1000
+#: Purge batches are sized so that one takes about this long (seconds): long
+#: enough to cost little per row, short enough that other writers barely wait.
+PURGE_BATCH_SECONDS = 0.05
+PURGE_BATCH_MIN, PURGE_BATCH_MAX = 100, 20_000
 
 _TERMINAL = [s.value for s in TaskStatus if s.is_terminal]
+_UNFINISHED = [s.value for s in TaskStatus if not s.is_terminal]
 
 
 class Record(NamedTuple):
-    """One stored task row, columns in :data:`_COLUMNS` order."""
+    """One stored task row."""
 
     id: int
     status: str
@@ -60,6 +69,15 @@ class Record(NamedTuple):
     started: int | None
     finished: int | None
     last_update: int
+    runner: str | None
+
+
+class Heartbeat(NamedTuple):
+    """The runner of a task, as last heard of; all None when its row is gone."""
+
+    host: str | None
+    pid: int | None
+    beat: int | None
 
 
 class _Param:
@@ -78,7 +96,7 @@ def _p(name: str) -> Value:
 
 
 class _Statement:
-    """A query rendered once to (sql, params); :meth:`run` fills the named placeholders."""
+    """A query rendered once to (sql, params); :meth:`bind` fills the named placeholders."""
 
     __slots__ = ("sql", "_template", "_names")
 
@@ -101,11 +119,23 @@ class _SqliteAutoIncrement(peewee.AutoField):
         return peewee.NodeList((super().ddl(ctx), SQL("AUTOINCREMENT")))
 
 
-def _models(db: peewee.Database) -> tuple[type[peewee.Model], type[peewee.Model]]:
+class _Models(NamedTuple):
+    Task: Any
+    Meta: Any
+    Runner: Any
+    Lease: Any
+
+
+def _models(db: peewee.Database) -> _Models:
     """tasklib's model classes, built anew and bound to ``db``."""
     id_field = _SqliteAutoIncrement() if isinstance(db, peewee.SqliteDatabase) else peewee.BigAutoField()
 
-    class TaskRow(peewee.Model):
+    class Base(peewee.Model):
+        class Meta:
+            database = db
+            legacy_table_names = False
+
+    class TaskRow(Base):
         id = id_field
         status = peewee.CharField(max_length=16)
         description = peewee.TextField(null=True)
@@ -117,25 +147,41 @@ def _models(db: peewee.Database) -> tuple[type[peewee.Model], type[peewee.Model]
         started = peewee.BigIntegerField(null=True)
         finished = peewee.BigIntegerField(null=True, index=True)  # set only once terminal
         last_update = peewee.BigIntegerField()
+        runner = peewee.CharField(max_length=64, null=True, index=True)  # schema 2
 
         class Meta:
-            database = db
             table_name = "tasklib_task"
-            legacy_table_names = False
+            indexes = ((("status", "id"), False),)  # schema 2: unfinished tasks, lists by status
 
-    class MetaRow(peewee.Model):
+    class MetaRow(Base):
         key = peewee.CharField(max_length=64, primary_key=True)
         value = peewee.TextField()
 
         class Meta:
-            database = db
             table_name = "tasklib_meta"
-            legacy_table_names = False
 
-    return TaskRow, MetaRow
+    class RunnerRow(Base):
+        token = peewee.CharField(max_length=64, primary_key=True)
+        host = peewee.CharField(max_length=255)
+        pid = peewee.IntegerField()
+        started = peewee.BigIntegerField()
+        heartbeat = peewee.BigIntegerField()
+
+        class Meta:
+            table_name = "tasklib_runner"
+
+    class LeaseRow(Base):
+        name = peewee.CharField(max_length=64, primary_key=True)
+        owner = peewee.CharField(max_length=64, null=True)
+        expires = peewee.BigIntegerField()
+
+        class Meta:
+            table_name = "tasklib_lease"
+
+    return _Models(TaskRow, MetaRow, RunnerRow, LeaseRow)
 
 
-def open_database(target: str | peewee.Database) -> tuple[peewee.Database, bool]:
+def open_database(target: str | os.PathLike[str] | peewee.Database) -> tuple[peewee.Database, bool]:
     """The database for ``target`` and whether tasklib owns it (opened it itself).
 
     ``target`` is a peewee Database (the caller's, left configured as it is), a
@@ -148,31 +194,51 @@ def open_database(target: str | peewee.Database) -> tuple[peewee.Database, bool]
     target = os.fspath(target)
     if not target:
         raise ValueError("database path is empty")
-    if "://" in target:
-        scheme = target.split("://", 1)[0]
-        extra: dict[str, Any] = {}
-        if scheme.startswith("sqlite"):
-            extra = {"pragmas": SQLITE_PRAGMAS, "timeout": SQLITE_BUSY_TIMEOUT}
-        try:
-            return db_url.connect(target, **extra), True
-        except (RuntimeError, ValueError) as exc:
-            raise StoreError(f"cannot open database URL {scheme}://...: {exc}") from exc
-    return peewee.SqliteDatabase(target, pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT), True
+    if "://" not in target:
+        return peewee.SqliteDatabase(target, pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT), True
+    scheme = target.split("://", 1)[0]
+    extra: dict[str, Any] = {}
+    if scheme.startswith("sqlite"):
+        extra = {"pragmas": SQLITE_PRAGMAS, "timeout": SQLITE_BUSY_TIMEOUT}
+    elif scheme in ("postgres", "postgresql"):
+        # Pooled: connections outlive the threads that borrow them.
+        target = "postgresql+pool" + target[len(scheme):]
+    try:
+        return db_url.connect(target, **extra), True
+    except (RuntimeError, ValueError, ImportError) as exc:
+        raise StoreError(f"cannot open the database {scheme}://...: {exc}") from exc
+
+
+def _is_busy(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 class Store:
-    """The tasks of one tracker, in the database given."""
+    """The tasks of one tracker, in the database given.
 
-    def __init__(self, target: str | peewee.Database) -> None:
+    Raises StoreError when the database cannot be opened, is not a tasklib store
+    tasklib can read, or a statement fails; a failed write changes nothing.
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | peewee.Database) -> None:
         self.db, self._owned = open_database(target)
         self._is_sqlite = isinstance(self.db, peewee.SqliteDatabase)
-        self._Task, self._Meta = _models(self.db)
+        self._m = _models(self.db)
+        # Writers of this process queue here rather than in SQLite's busy handler,
+        # which sleeps in steps of up to 100 ms; other processes still meet the busy timeout.
+        self._write_lock = threading.Lock()
         self._ensure_schema()
         self._build_statements()
 
+    @property
+    def name(self) -> str:
+        """The database's file name or name, for error messages."""
+        return str(self.db.database)
+
     # -- schema -----------------------------------------------------------
 
-    def _write_transaction(self) -> Any:
+    def _transaction(self) -> Any:
         # BEGIN IMMEDIATE takes SQLite's write lock up front, so two processes that
         # both read then write cannot deadlock each other into SQLITE_BUSY.
         if self._is_sqlite:
@@ -180,31 +246,56 @@ class Store:
         return self.db.atomic()
 
     def _ensure_schema(self) -> None:
+        m = self._m
         try:
-            with self._write_transaction():
-                self.db.create_tables([self._Task, self._Meta], safe=True)
-                row = self._Meta.get_or_none(self._Meta.key == "schema_version")
-                if row is None:
-                    self._Meta.create(key="schema_version", value=str(SCHEMA_VERSION))
-                elif int(row.value) > SCHEMA_VERSION:
+            with self._write_lock, self._transaction():
+                version = self._schema_version()
+                if version is None:
+                    self.db.create_tables([m.Task, m.Meta, m.Runner, m.Lease], safe=True)
+                    m.Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).execute()
+                elif version > SCHEMA_VERSION:
                     raise StoreError(
                         f"the store {self.name} was written by a newer tasklib "
-                        f"(schema {row.value}; this tasklib reads up to {SCHEMA_VERSION})"
+                        f"(schema {version}; this tasklib reads schemas up to {SCHEMA_VERSION}); "
+                        "upgrade tasklib to open it"
                     )
+                elif version < SCHEMA_VERSION:
+                    self._upgrade(version)
+                m.Lease.insert(name="purge", owner=None, expires=0).on_conflict_ignore().execute()
         except peewee.DatabaseError as exc:
             raise StoreError(f"cannot open the store {self.name}: {exc}") from exc
+        finally:
+            if self._owned and not self.db.in_transaction():
+                self.db.close()  # this thread's connection; each thread opens its own
 
-    @property
-    def name(self) -> str:
-        """The database's file name or name, for error messages."""
-        return str(self.db.database)
+    def _schema_version(self) -> int | None:
+        if not self.db.table_exists("tasklib_meta"):
+            if self.db.table_exists("tasklib_task"):
+                raise StoreError(f"the store {self.name} has tasklib tables but no schema version")
+            return None
+        row = self._m.Meta.get_or_none(self._m.Meta.key == "schema_version")
+        if row is None or not row.value.isdigit():
+            raise StoreError(f"the store {self.name} has no readable schema version")
+        return int(row.value)
+
+    def _upgrade(self, version: int) -> None:
+        """Bring a store of an older schema to this one, in the open transaction."""
+        m = self._m
+        migrator = SchemaMigrator.from_database(self.db)
+        if version < 2:
+            migrate(
+                migrator.add_column("tasklib_task", "runner", m.Task.runner),  # indexed, as the field says
+                migrator.add_index("tasklib_task", ("status", "id"), False),
+            )
+            self.db.create_tables([m.Runner, m.Lease], safe=True)
+        m.Meta.update(value=str(SCHEMA_VERSION)).where(m.Meta.key == "schema_version").execute()
 
     # -- statements -------------------------------------------------------
 
     def _build_statements(self) -> None:
-        T = self._Task
+        T, R, L = self._m.Task, self._m.Runner, self._m.Lease
         cols = [T.id, T.status, T.description, T.message, T.result, T.submitted_by,
-                T.progress, T.submitted, T.started, T.finished, T.last_update]
+                T.progress, T.submitted, T.started, T.finished, T.last_update, T.runner]
         self._insert = _Statement(
             T.insert(
                 status=TaskStatus.ENQUEUED.value,
@@ -213,24 +304,52 @@ class Store:
                 progress=0,
                 submitted=_p("now"),
                 last_update=_p("now"),
+                runner=_p("runner"),
             ).returning(*cols)
         )
-        self._select = _Statement(T.select(*cols).where(T.id == _p("id")))
-        self._events = {event: self._transition(event, cols) for event in Event}
+        self._select = _Statement(
+            T.select(*cols, R.host, R.pid, R.heartbeat)
+            .join(R, peewee.JOIN.LEFT_OUTER, on=(T.runner == R.token))
+            .where(T.id == _p("id"))
+        )
+        by_id = (T.id == _p("id"),)
+        self._events = {event: _Statement(self._transition(event, by_id).returning(*cols)) for event in Event}
+        self._kill_runner = _Statement(self._transition(Event.DIE, (T.runner == _p("runner"),)))
+        self._kill_stale = _Statement(
+            self._transition(Event.DIE, (T.runner.is_null(), T.last_update < _p("cutoff")))
+        )
         self._purge = _Statement(
             T.delete().where(
                 T.id.in_(
                     T.select(T.id)
                     .where(T.finished < _p("cutoff"), T.status.in_(_TERMINAL))
                     .order_by(T.finished)
-                    .limit(PURGE_BATCH)
+                    .limit(_p("limit"))
                 )
             )
         )
+        self._runner_insert = _Statement(
+            R.insert(token=_p("token"), host=_p("host"), pid=_p("pid"), started=_p("now"), heartbeat=_p("now"))
+        )
+        self._heartbeat = _Statement(R.update(heartbeat=_p("now")).where(R.token == _p("token")))
+        self._runner_delete = _Statement(R.delete().where(R.token == _p("token")))
+        self._runners_dead = _Statement(
+            R.select(R.token, R.host, R.pid).where(R.heartbeat < _p("cutoff"), R.token != _p("token"))
+        )
+        self._runners_on_host = _Statement(
+            R.select(R.token, R.pid).where(R.host == _p("host"), R.token != _p("token"))
+        )
+        self._lease_take = _Statement(
+            L.update(owner=_p("owner"), expires=_p("expires"))
+            .where(L.name == _p("name"), (L.expires < _p("now")) | (L.owner == _p("owner")))
+        )
+        self._lease_drop = _Statement(
+            L.update(owner=None, expires=0).where(L.name == _p("name"), L.owner == _p("owner"))
+        )
 
-    def _transition(self, event: Event, cols: list[Any]) -> _Statement:
+    def _transition(self, event: Event, where: tuple[Any, ...]) -> peewee.ModelUpdate:
         """One compare-and-set UPDATE for ``event``, read off the status table."""
-        T = self._Task
+        T = self._m.Task
         move = {src: dst for src, dst in moves(event).items() if writes(event, src)}
         targets = set(move.values())
         now = _p("now")
@@ -246,7 +365,7 @@ class Store:
             updates[T.finished] = now
         elif finishing:
             updates[T.finished] = Case(None, [(T.status.in_(finishing), now)], T.finished)
-        # Only the fields an event carries; a None message keeps the one stored.
+        # Only the fields an event carries; a None message or progress keeps the one stored.
         if event is Event.COMPLETE:
             updates[T.progress] = 100
         elif event is not Event.CANCEL:
@@ -256,14 +375,9 @@ class Store:
             updates[T.result] = fn.COALESCE(_p("result"), T.result)
         if event is not Event.CANCEL:
             updates[T.message] = fn.COALESCE(_p("message"), T.message)
-        query = (
-            T.update(updates)
-            .where(T.id == _p("id"), T.status.in_([src.value for src in move]))
-            .returning(*cols)
-        )
-        return _Statement(query)
+        return T.update(updates).where(*where, T.status.in_([src.value for src in move]))
 
-    # -- operations -------------------------------------------------------
+    # -- running statements -----------------------------------------------
 
     def _execute(self, stmt: _Statement, values: dict[str, Any]) -> Any:
         try:
@@ -274,21 +388,52 @@ class Store:
     def _rows(self, stmt: _Statement, values: dict[str, Any]) -> list[tuple[Any, ...]]:
         cursor = self._execute(stmt, values)
         try:
-            # Fetch every row: an UPDATE ... RETURNING is not finished, nor its
-            # autocommit transaction committed, until its cursor is exhausted.
             return cursor.fetchall()
         finally:
             cursor.close()
 
-    def insert(self, *, description: str | None, submitted_by: int, now: int) -> Record:
+    def _write(self, stmt: _Statement, values: dict[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
+        """Run a write statement: its rows (RETURNING) and its row count.
+
+        A write SQLite refuses as busy is tried again a few times, then reported as
+        StoreError; either way, a write that failed changed nothing.
+        """
+        params = stmt.bind(values)
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self._write_lock:
+                    cursor = self.db.execute_sql(stmt.sql, params)
+                    try:
+                        # Fetch every row: an UPDATE ... RETURNING is not finished, nor its
+                        # autocommit transaction committed, until its cursor is exhausted.
+                        rows = cursor.fetchall()
+                        return rows, self.db.rows_affected(cursor)
+                    finally:
+                        cursor.close()
+            except peewee.OperationalError as exc:
+                if _is_busy(exc) and attempt + 1 < WRITE_ATTEMPTS:
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                raise StoreError(f"the store {self.name} could not be written: {exc}") from exc
+            except peewee.DatabaseError as exc:
+                raise StoreError(f"the store {self.name} could not be written: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    # -- tasks --------------------------------------------------------------
+
+    def insert(self, *, description: str | None, submitted_by: int, now: int, runner: str | None = None) -> Record:
         """Add an ENQUEUED task and give back its row."""
-        rows = self._rows(self._insert, {"description": description, "submitted_by": submitted_by, "now": now})
+        values = {"description": description, "submitted_by": submitted_by, "now": now, "runner": runner}
+        rows, _ = self._write(self._insert, values)
         return Record._make(rows[0])
 
-    def fetch(self, task_id: int) -> Record | None:
-        """The row of task ``task_id``, or None."""
+    def fetch(self, task_id: int) -> tuple[Record, Heartbeat] | None:
+        """The row of task ``task_id`` and its runner's last heartbeat, or None."""
         rows = self._rows(self._select, {"id": task_id})
-        return Record._make(rows[0]) if rows else None
+        if not rows:
+            return None
+        row = rows[0]
+        return Record._make(row[:12]), Heartbeat._make(row[12:])
 
     def apply(self, task_id: int, event: Event, now: int, **data: Any) -> Record | None:
         """Apply ``event`` if the task's status allows it, in one compare-and-set statement.
@@ -299,18 +444,101 @@ class Store:
         """
         values = {"id": task_id, "now": now, "progress": None, "message": None, "result": None}
         values.update(data)
-        rows = self._rows(self._events[event], values)
+        rows, _ = self._write(self._events[event], values)
         return Record._make(rows[0]) if rows else None
 
-    def purge(self, cutoff: int) -> int:
-        """Delete terminal tasks finished before ``cutoff``, a batch per transaction."""
-        total = 0
+    def purge(self, cutoff: int, *, lease: tuple[str, int] | None = None) -> int:
+        """Delete terminal tasks finished before ``cutoff``, a short transaction per batch.
+
+        Batches are sized to take about PURGE_BATCH_SECONDS each, and the write
+        lock is let go between them so other writers get their turn. With
+        ``lease=(owner, ttl_ms)`` the purge lease is renewed at every batch.
+        """
+        total, limit = 0, PURGE_BATCH_MIN
         while True:
-            cursor = self._execute(self._purge, {"cutoff": cutoff})
-            count = self.db.rows_affected(cursor)
+            began = time.monotonic()
+            _, count = self._write(self._purge, {"cutoff": cutoff, "limit": limit})
+            took = time.monotonic() - began
             total += count
-            if count < PURGE_BATCH:
+            if count < limit:
                 return total
+            if lease is not None:
+                self.take_lease("purge", lease[0], now=now_ms(), ttl_ms=lease[1])
+            scale = PURGE_BATCH_SECONDS / max(took, 1e-4)
+            limit = int(min(PURGE_BATCH_MAX, max(PURGE_BATCH_MIN, limit * min(scale, 2.0))))
+            time.sleep(0.001)  # let a waiting writer of this process take the lock
+
+    def reclaim(self) -> None:
+        """Give freed space back to the file system: incremental vacuum, then a WAL checkpoint.
+
+        SQLite only; never a full VACUUM, which would lock the file for its whole run.
+        """
+        if not self._is_sqlite:
+            return
+        incremental = self.db.execute_sql("PRAGMA auto_vacuum").fetchone()[0] == 2
+        while incremental:
+            with self._write_lock:
+                if not self.db.execute_sql("PRAGMA freelist_count").fetchone()[0]:
+                    break
+                # A bounded step per transaction, so other writers wait for one step at most.
+                self.db.execute_sql("PRAGMA incremental_vacuum(2000)").fetchall()
+            time.sleep(0.001)
+        with self._write_lock:
+            self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    # -- runners --------------------------------------------------------------
+
+    def add_runner(self, token: str, host: str, pid: int, now: int) -> None:
+        """Record a runner (one tracker's worker pool) and its first heartbeat."""
+        self._write(self._runner_insert, {"token": token, "host": host, "pid": pid, "now": now})
+
+    def heartbeat(self, token: str, now: int) -> bool:
+        """Renew a runner's heartbeat; False if its row is gone (it was declared dead)."""
+        _, count = self._write(self._heartbeat, {"token": token, "now": now})
+        return count == 1
+
+    def remove_runner(self, token: str) -> None:
+        self._write(self._runner_delete, {"token": token})
+
+    def dead_runners(self, cutoff: int, *, me: str) -> list[tuple[str, str, int]]:
+        """Runners other than ``me`` whose last heartbeat is older than ``cutoff``: (token, host, pid)."""
+        return [tuple(r) for r in self._rows(self._runners_dead, {"cutoff": cutoff, "token": me})]  # type: ignore[misc]
+
+    def runners_on_host(self, host: str, *, me: str) -> list[tuple[str, int]]:
+        """Runners other than ``me`` recorded on ``host``: (token, pid)."""
+        return [tuple(r) for r in self._rows(self._runners_on_host, {"host": host, "token": me})]  # type: ignore[misc]
+
+    def bury_runner(self, token: str, message: str, now: int) -> int:
+        """Mark every unfinished task of a runner DEAD and forget the runner, in one transaction."""
+        with self._write_lock:
+            try:
+                with self._transaction():
+                    cursor = self.db.execute_sql(
+                        self._kill_runner.sql,
+                        self._kill_runner.bind({"runner": token, "now": now, "message": message,
+                                                "progress": None, "result": None}),
+                    )
+                    count = self.db.rows_affected(cursor)
+                    self.db.execute_sql(self._runner_delete.sql, self._runner_delete.bind({"token": token}))
+                    return count
+            except peewee.DatabaseError as exc:
+                raise StoreError(f"the store {self.name} could not be written: {exc}") from exc
+
+    def bury_stale(self, cutoff: int, message: str, now: int) -> int:
+        """Mark DEAD the unfinished tasks with no runner whose last update is older than ``cutoff``."""
+        values = {"cutoff": cutoff, "now": now, "message": message, "progress": None, "result": None}
+        _, count = self._write(self._kill_stale, values)
+        return count
+
+    # -- leases ---------------------------------------------------------------
+
+    def take_lease(self, name: str, owner: str, *, now: int, ttl_ms: int) -> bool:
+        """Take (or renew) the lease ``name`` for ``owner`` until ``now + ttl_ms``; False if another holds it."""
+        _, count = self._write(self._lease_take, {"name": name, "owner": owner, "now": now, "expires": now + ttl_ms})
+        return count == 1
+
+    def drop_lease(self, name: str, owner: str) -> None:
+        self._write(self._lease_drop, {"name": name, "owner": owner})
 
     def close(self) -> None:
         """Close this thread's connection to a database tasklib opened itself."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -11,9 +12,11 @@ from typing import Any, Callable
 from . import jsonvalue
 from .clock import Instant, duration_ms, now_ms, to_ms
 from .errors import InvalidTransition, PermissionDenied, TaskNotCancellable, TaskNotFound, TrackerClosed
+from .liveness import Runner, gone_message, process_exists
+from .maintenance import Maintenance
 from .runner import WorkerPool
 from .status import TRANSITIONS, Event, TaskStatus
-from .storage import Record, Store
+from .storage import Heartbeat, Record, Store
 from .task import Task
 
 __all__ = ["TaskTracker"]
@@ -26,6 +29,9 @@ DEFAULT_BASE_PATH = "/rest/api/3/task/"
 _ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
 _MAX_ID = 2**63 - 1
 _STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
+_UNFINISHED = frozenset(status.value for status in TaskStatus if not status.is_terminal)
+
+logger = logging.getLogger("tasklib")
 
 
 def parse_id(task_id: str) -> int:
@@ -64,8 +70,20 @@ class TaskTracker:
     kept for ``retention`` (14 days, as Jira), then :meth:`purge` deletes them.
     ``is_admin(user_id) -> bool`` lets administrators read and cancel any task.
 
+    Functions given to :meth:`submit` run on ``max_workers`` threads; progress
+    they report is written at most once per ``progress_interval`` seconds.
+
+    :meth:`open` (or ``with``) starts the maintenance jobs on an APScheduler 3.x
+    ``scheduler`` the host runs (it is never started or stopped here), or on a
+    scheduler of the tracker's own: every ``purge_interval`` a purge, every
+    ``heartbeat_interval`` a heartbeat of this process and a sweep that marks DEAD
+    the tasks of runners silent for ``dead_after`` (and, with ``stale_after``,
+    host-driven tasks not updated for that long). Job ids start with ``name``;
+    give two trackers on one scheduler different names.
+
     Construction opens the store and creates tasklib's tables if needed; it starts
-    no thread. Raises StoreError when the store cannot be opened.
+    no thread. Raises StoreError when the store cannot be opened, TypeError or
+    ValueError for bad options.
     """
 
     def __init__(
@@ -77,6 +95,12 @@ class TaskTracker:
         is_admin: Callable[[int], bool] | None = None,
         max_workers: int = 4,
         progress_interval: float = 0.1,
+        scheduler: Any = None,
+        purge_interval: timedelta = timedelta(hours=1),
+        heartbeat_interval: timedelta = timedelta(seconds=5),
+        dead_after: timedelta = timedelta(seconds=60),
+        stale_after: timedelta | None = None,
+        name: str = "tasklib",
     ) -> None:
         if base_url is not None and not isinstance(base_url, str):
             raise TypeError(f"base_url must be a str or None, not {type(base_url).__name__}")
@@ -89,26 +113,62 @@ class TaskTracker:
         if not 0 < progress_interval < float("inf"):
             raise ValueError(f"progress_interval must be a positive number of seconds, got {progress_interval!r}")
         self._retention_ms = duration_ms(retention, "retention")
+        duration_ms(purge_interval, "purge_interval")
+        duration_ms(heartbeat_interval, "heartbeat_interval")
+        self._dead_after_ms = duration_ms(dead_after, "dead_after")
+        if dead_after < 2 * heartbeat_interval:
+            raise ValueError("dead_after must be at least twice heartbeat_interval, or live runners would be declared dead")
+        self._stale_after_ms = None if stale_after is None else duration_ms(stale_after, "stale_after")
+        if not isinstance(name, str) or not name:
+            raise TypeError("name must be a non-empty str")
+        if scheduler is not None and not hasattr(scheduler, "add_job"):
+            raise TypeError("scheduler must be an APScheduler 3.x scheduler, or None")
         self.retention = retention
         self.base_url = base_url
         self._url_prefix = base_url if base_url is not None else DEFAULT_BASE_PATH
         self._is_admin = is_admin
         self.max_workers = max_workers
         self.progress_interval = float(progress_interval)
+        self.dead_after = dead_after
+        self.stale_after = stale_after
+        self.name = name
+        self._maintenance = Maintenance(
+            name=name,
+            purge=self._purge_round,
+            heartbeat=self._heartbeat_round,
+            purge_interval=purge_interval,
+            heartbeat_interval=heartbeat_interval,
+            scheduler=scheduler,
+        )
+        self._runner = Runner()
         self._store = Store(database)
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
+        self._opened = False
         self._closing = False
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------
 
     def open(self) -> "TaskTracker":
-        """Start the tracker's background machinery (its worker pool). Returns the tracker.
+        """Start the tracker: its worker pool and its maintenance jobs. Returns the tracker.
 
-        Calling it again does nothing. Raises TrackerClosed once the tracker was closed.
+        Registers this process as a runner and at once marks DEAD the tasks of
+        runners on this host whose process no longer exists. :meth:`submit` with a
+        function opens the tracker by itself. Calling it again does nothing.
+        Raises TrackerClosed once the tracker was closed, StoreError.
         """
-        self._workers()
+        with self._lock:
+            if self._closing:
+                raise TrackerClosed("the tracker is closed")
+            if self._opened:
+                return self
+            now = now_ms()
+            self._store.add_runner(self._runner.token, self._runner.host, self._runner.pid, now)
+            self._bury_vanished_neighbours(now)
+            self._pool = WorkerPool(self, self.max_workers, self.progress_interval)
+            self._maintenance.start()
+            self._opened = True
         return self
 
     def close(self, wait: bool = True) -> None:
@@ -117,25 +177,26 @@ class TaskTracker:
         ``wait=True`` lets every submitted function run to its end. ``wait=False``
         cancels the tasks that have not started (they never run) and asks the
         running ones to cancel, then waits for them to stop. Either way no task of
-        this tracker is left ENQUEUED or RUNNING.
+        this tracker is left ENQUEUED or RUNNING. The maintenance jobs are removed
+        (a host's scheduler keeps running).
         """
         with self._lock:
             if self._closing:
                 return
             self._closing = True
-            pool = self._pool
-        if pool is not None:
-            pool.shutdown(wait=wait)
+            opened = self._opened
+        if opened:
+            self._maintenance.stop()
+            assert self._pool is not None
+            self._pool.shutdown(wait=wait)
+            self._store.remove_runner(self._runner.token)
         self._closed = True
         self._store.close()
 
     def _workers(self) -> WorkerPool:
-        with self._lock:
-            if self._closing:
-                raise TrackerClosed("the tracker is closed")
-            if self._pool is None:
-                self._pool = WorkerPool(self, self.max_workers, self.progress_interval)
-            return self._pool
+        self.open()
+        assert self._pool is not None
+        return self._pool
 
     def __enter__(self) -> "TaskTracker":
         return self.open()
@@ -183,7 +244,8 @@ class TaskTracker:
             raise TypeError(f"submit() takes a callable to run, not {type(fn).__name__}")
         pool = self._workers() if fn is not None else None
         now = now_ms()
-        record = self._store.insert(description=description, submitted_by=submitted_by, now=now)
+        runner = self._runner.token if pool is not None else None
+        record = self._store.insert(description=description, submitted_by=submitted_by, now=now, runner=runner)
         task = self._task(record, now)
         if pool is not None:
             pool.submit(task.id, fn, args, kwargs)
@@ -305,6 +367,24 @@ class TaskTracker:
         self._check_open()
         return self._store.purge(cutoff)
 
+    def sweep(self, now: Instant | None = None) -> int:
+        """Mark DEAD the unfinished tasks whose runner stopped responding, and returns how many.
+
+        A runner stopped responding when its heartbeat is older than ``dead_after``;
+        with ``stale_after`` set, a task driven by host code (no runner) is dead when
+        its last update is older than that. ``now`` defaults to the current time.
+        The heartbeat job calls this; :meth:`get` applies the same rule to the task
+        it reads.
+        """
+        at = to_ms(now)
+        self._check_open()
+        count = 0
+        for token, host, pid in self._store.dead_runners(at - self._dead_after_ms, me=self._runner.token):
+            count += self._store.bury_runner(token, gone_message(f"{host}:{pid}"), at)
+        if self._stale_after_ms is not None:
+            count += self._store.bury_stale(at - self._stale_after_ms, self._stale_message(), at)
+        return count
+
     # -- reading ----------------------------------------------------------
 
     def get(self, task_id: str, *, as_user: int | None = None) -> Task:
@@ -325,10 +405,65 @@ class TaskTracker:
     # -- internals --------------------------------------------------------
 
     def _fetch(self, key: int, task_id: str) -> Record:
-        record = self._store.fetch(key)
-        if record is None:
+        found = self._store.fetch(key)
+        if found is None:
             raise TaskNotFound(task_id)
+        record, beat = found
+        if record.status in _UNFINISHED:
+            # Reconcile on read: a reader never sees a dead task as alive, sweep or no sweep.
+            now = now_ms()
+            why = self._why_dead(record, beat, now)
+            if why is not None:
+                dead = self._store.apply(key, Event.DIE, now, message=why)
+                if dead is None:
+                    return self._fetch(key, task_id)  # it finished meanwhile
+                return dead
         return record
+
+    def _why_dead(self, record: Record, beat: Heartbeat, now: int) -> str | None:
+        if record.runner is not None:
+            if record.runner == self._runner.token and self._opened and not self._closed:
+                return None  # ours, and we are alive
+            if beat.beat is None:
+                return "its runner stopped responding"
+            if beat.beat < now - self._dead_after_ms:
+                return gone_message(f"{beat.host}:{beat.pid}")
+            return None
+        if self._stale_after_ms is not None and record.last_update < now - self._stale_after_ms:
+            return self._stale_message()
+        return None
+
+    def _stale_message(self) -> str:
+        return f"no update for {self.stale_after}: its host code stopped reporting"
+
+    def _bury_vanished_neighbours(self, now: int) -> None:
+        for token, pid in self._store.runners_on_host(self._runner.host, me=self._runner.token):
+            if not process_exists(pid):
+                self._store.bury_runner(token, f"runner {self._runner.host}:{pid} is no longer running", now)
+
+    def _purge_round(self) -> int:
+        """The purge job: at most one process purges at a time (a lease row); the others skip."""
+        now = now_ms()
+        ttl = 10 * 60 * 1000
+        if not self._store.take_lease("purge", self._runner.token, now=now, ttl_ms=ttl):
+            return 0
+        try:
+            count = self._store.purge(now - self._retention_ms, lease=(self._runner.token, ttl))
+            if count:
+                self._store.reclaim()
+            return count
+        finally:
+            self._store.drop_lease("purge", self._runner.token)
+
+    def _heartbeat_round(self) -> int:
+        """The heartbeat job: renew this runner's heartbeat, then sweep dead ones."""
+        now = now_ms()
+        if not self._store.heartbeat(self._runner.token, now):
+            # Declared dead by another process (we were silent too long): our running
+            # tasks were marked DEAD and stop at their next report; carry on as new.
+            logger.warning("tasklib: runner %s was declared dead; registering again", self._runner.label)
+            self._store.add_runner(self._runner.token, self._runner.host, self._runner.pid, now)
+        return self.sweep(now)
 
     def _authorize(self, record: Record, user: int) -> None:
         if record.submitted_by == user:

@@ -169,12 +169,12 @@ def test_custom_retention_and_epoch_ms_now(make_tracker: Callable[..., TaskTrack
 
 def test_purge_deletes_in_batches(tracker: TaskTracker) -> None:
     """More expired tasks than one batch are all purged, and the count is exact."""
-    from tasklib.storage import PURGE_BATCH
+    from tasklib.storage import PURGE_BATCH_MIN
 
-    for _ in range(PURGE_BATCH + 7):
+    for _ in range(3 * PURGE_BATCH_MIN + 7):
         tracker.complete(tracker.submit().id)
     keep = tracker.submit()
-    assert tracker.purge(now=datetime.datetime(2100, 1, 1)) == PURGE_BATCH + 7
+    assert tracker.purge(now=datetime.datetime(2100, 1, 1)) == 3 * PURGE_BATCH_MIN + 7
     assert [r[0] for r in rows(tracker)] == [int(keep.id)]
 
 

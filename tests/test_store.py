@@ -10,6 +10,8 @@ import pytest
 
 from tasklib import StoreError, TaskStatus, TaskTracker
 
+TASKLIB_TABLES = {"tasklib_task", "tasklib_meta", "tasklib_runner", "tasklib_lease"}
+
 
 def test_sqlite_file_is_wal_with_busy_timeout(db_path: pathlib.Path) -> None:
     """A store tasklib opens itself is a WAL-mode SQLite file with a busy timeout."""
@@ -21,7 +23,7 @@ def test_sqlite_file_is_wal_with_busy_timeout(db_path: pathlib.Path) -> None:
     tracker.close()
     with sqlite3.connect(db_path) as raw:
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {t for t in tables if not t.startswith("sqlite_")} == {"tasklib_task", "tasklib_meta"}
+    assert {t for t in tables if not t.startswith("sqlite_")} == TASKLIB_TABLES
 
 
 def test_url_form_opens_the_same_file(db_path: pathlib.Path) -> None:
@@ -54,7 +56,7 @@ def test_shares_a_host_database_without_touching_its_tables(db_path: pathlib.Pat
     tracker.close()
     assert [p.key for p in Project.select()] == ["FOO"]
     tables = {t for t in host_db.get_tables() if not t.startswith("sqlite_")}
-    assert tables == {"project", "tasklib_task", "tasklib_meta"}
+    assert tables == {"project"} | TASKLIB_TABLES
 
 
 def test_two_trackers_in_one_process_do_not_interfere(tmp_path: pathlib.Path) -> None:
@@ -90,3 +92,31 @@ def test_not_a_database_is_a_clear_error(tmp_path: pathlib.Path) -> None:
     with pytest.raises(StoreError, match="notes.txt"):
         TaskTracker(str(path))
     assert path.read_bytes() == b"this is not a database\n" * 100
+
+
+def test_store_of_schema_1_is_upgraded_in_place(tmp_path: pathlib.Path) -> None:
+    """A store file written by the first schema opens, is upgraded, and keeps every task as it was."""
+    import shutil
+
+    from tasklib.storage import SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    shutil.copy(pathlib.Path(__file__).parent / "data" / "store-v1.db", path)
+    with sqlite3.connect(path) as raw:
+        before = raw.execute("SELECT * FROM tasklib_task ORDER BY id").fetchall()
+    assert len(before) == 5
+    tracker = TaskTracker(str(path))
+    assert [tracker.get(str(i)).status for i in range(1, 6)] == [
+        TaskStatus.ENQUEUED, TaskStatus.RUNNING, TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.CANCEL_REQUESTED,
+    ]
+    assert tracker.get("3").result == {"deleted": 100}
+    assert tracker.wait(tracker.submit(lambda: "new").id, timeout=30).result == "new"
+    tracker.close()
+    with sqlite3.connect(path) as raw:
+        after = raw.execute("SELECT * FROM tasklib_task WHERE id <= 5 ORDER BY id").fetchall()
+        version = raw.execute("SELECT value FROM tasklib_meta WHERE key = 'schema_version'").fetchone()[0]
+        indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert [row[:11] for row in after] == before and {row[11] for row in after} == {None}
+    assert version == str(SCHEMA_VERSION)
+    assert {"tasklib_task_runner", "tasklib_task_status_id"} <= indexes
+    TaskTracker(str(path)).close()  # a second open finds nothing to upgrade

@@ -1,0 +1,86 @@
+"""The tracker's scheduled maintenance, on an APScheduler 3.x scheduler.
+
+Two jobs per tracker, with fixed ids under the tracker's name so that a restart
+replaces them instead of adding more: ``{name}:purge`` deletes expired tasks and
+``{name}:heartbeat`` renews this process's heartbeat and sweeps dead runners.
+A scheduler the host passes in is only given jobs: it is never started, stopped
+or reconfigured here.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Callable
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+
+__all__ = ["Maintenance"]
+
+logger = logging.getLogger("tasklib")
+
+
+def _guarded(what: str, job: Callable[[], object]) -> Callable[[], None]:
+    # A failing round (database locked too long, disk full) is logged and the next
+    # round tries again; it must never take the scheduler or the host down.
+    def run() -> None:
+        try:
+            job()
+        except Exception:
+            logger.exception("tasklib: %s failed; it runs again next round", what)
+
+    run.__name__ = run.__qualname__ = f"tasklib_{what}"
+    return run
+
+
+class Maintenance:
+    """Schedules a tracker's purge and heartbeat jobs, and removes them again."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        purge: Callable[[], object],
+        heartbeat: Callable[[], object],
+        purge_interval: timedelta,
+        heartbeat_interval: timedelta,
+        scheduler: BaseScheduler | None = None,
+    ) -> None:
+        self._owned = scheduler is None
+        self.scheduler: BaseScheduler = scheduler if scheduler is not None else BackgroundScheduler(daemon=True)
+        self.job_ids = (f"{name}:purge", f"{name}:heartbeat")
+        self._jobs = (
+            (self.job_ids[0], _guarded("purge", purge), purge_interval),
+            (self.job_ids[1], _guarded("heartbeat", heartbeat), heartbeat_interval),
+        )
+
+    def start(self) -> None:
+        """Add the jobs, and start the scheduler if tasklib made it."""
+        for job_id, func, interval in self._jobs:
+            self.scheduler.add_job(
+                func,
+                "interval",
+                seconds=interval.total_seconds(),
+                id=job_id,
+                name=job_id,
+                replace_existing=True,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=max(1, int(interval.total_seconds())),
+            )
+        if self._owned:
+            self.scheduler.start()
+
+    def stop(self) -> None:
+        """Remove the jobs (a host's scheduler keeps running), or shut down tasklib's own scheduler."""
+        if self._owned:
+            if self.scheduler.running:
+                self.scheduler.shutdown(wait=True)
+            return
+        for job_id in self.job_ids:
+            try:
+                self.scheduler.remove_job(job_id)
+            except JobLookupError:
+                pass  # the host removed it already
