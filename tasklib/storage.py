@@ -13,6 +13,7 @@ parameters: portable, and near the speed of the driver.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -48,8 +49,8 @@ WRITE_ATTEMPTS = 5
 
 #: Purge batches are sized so that one takes about this long (seconds): long
 #: enough to cost little per row, short enough that other writers barely wait.
-PURGE_BATCH_SECONDS = 0.05
-PURGE_BATCH_MIN, PURGE_BATCH_MAX = 100, 20_000
+PURGE_BATCH_SECONDS = 0.1
+PURGE_BATCH_MIN, PURGE_BATCH_MAX = 500, 100_000
 
 _TERMINAL = [s.value for s in TaskStatus if s.is_terminal]
 _UNFINISHED = [s.value for s in TaskStatus if not s.is_terminal]
@@ -318,14 +319,20 @@ class Store:
         self._kill_stale = _Statement(
             self._transition(Event.DIE, (T.runner.is_null(), T.last_update < _p("cutoff")))
         )
+        # Purging walks the ids of the expired tasks in ranges: tasks finish roughly
+        # in id order, so a range is a run of neighbouring rows, deleted as cheaply as
+        # one big DELETE would, but in short transactions. Only finished tasks have a
+        # finished time; the status test keeps an unfinished task safe even so, and,
+        # written NOT IN, cannot draw the planner off the id range.
+        self._purge_span = _Statement(
+            T.select(fn.MIN(T.id), fn.MAX(T.id)).where(T.finished < _p("cutoff"))
+        )
         self._purge = _Statement(
             T.delete().where(
-                T.id.in_(
-                    T.select(T.id)
-                    .where(T.finished < _p("cutoff"), T.status.in_(_TERMINAL))
-                    .order_by(T.finished)
-                    .limit(_p("limit"))
-                )
+                T.id >= _p("low"),
+                T.id < _p("high"),
+                T.finished < _p("cutoff"),
+                T.status.not_in(_UNFINISHED),
             )
         )
         self._runner_insert = _Statement(
@@ -450,23 +457,45 @@ class Store:
     def purge(self, cutoff: int, *, lease: tuple[str, int] | None = None) -> int:
         """Delete terminal tasks finished before ``cutoff``, a short transaction per batch.
 
-        Batches are sized to take about PURGE_BATCH_SECONDS each, and the write
-        lock is let go between them so other writers get their turn. With
+        Batches are id ranges sized to take about PURGE_BATCH_SECONDS each, and the
+        write lock is let go between them so other writers get their turn. With
         ``lease=(owner, ttl_ms)`` the purge lease is renewed at every batch.
         """
-        total, limit = 0, PURGE_BATCH_MIN
-        while True:
+        low, last = self._rows(self._purge_span, {"cutoff": cutoff})[0]
+        if low is None:
+            return 0
+        with self._checkpoint_at_end():
+            return self._purge_range(cutoff, low, last, lease)
+
+    @contextlib.contextmanager
+    def _checkpoint_at_end(self) -> Iterator[None]:
+        # Left on, SQLite checkpoints the WAL into the file every 1000 pages, which
+        # here means dozens of times; once at the end costs the same as one DELETE's.
+        if not self._is_sqlite:
+            yield
+            return
+        self.db.execute_sql("PRAGMA wal_autocheckpoint = 0")
+        try:
+            yield
+        finally:
+            self.db.execute_sql("PRAGMA wal_autocheckpoint = 1000")
+            with self._write_lock:
+                self.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _purge_range(self, cutoff: int, low: int, last: int, lease: tuple[str, int] | None) -> int:
+        total, span = 0, PURGE_BATCH_MIN
+        while low <= last:
             began = time.monotonic()
-            _, count = self._write(self._purge, {"cutoff": cutoff, "limit": limit})
+            _, count = self._write(self._purge, {"cutoff": cutoff, "low": low, "high": low + span})
             took = time.monotonic() - began
             total += count
-            if count < limit:
-                return total
+            low += span
             if lease is not None:
                 self.take_lease("purge", lease[0], now=now_ms(), ttl_ms=lease[1])
             scale = PURGE_BATCH_SECONDS / max(took, 1e-4)
-            limit = int(min(PURGE_BATCH_MAX, max(PURGE_BATCH_MIN, limit * min(scale, 2.0))))
+            span = int(min(PURGE_BATCH_MAX, max(PURGE_BATCH_MIN, span * min(scale, 2.0))))
             time.sleep(0.001)  # let a waiting writer of this process take the lock
+        return total
 
     def reclaim(self) -> None:
         """Give freed space back to the file system: incremental vacuum, then a WAL checkpoint.
@@ -481,7 +510,8 @@ class Store:
                 if not self.db.execute_sql("PRAGMA freelist_count").fetchone()[0]:
                     break
                 # A bounded step per transaction, so other writers wait for one step at most.
-                self.db.execute_sql("PRAGMA incremental_vacuum(2000)").fetchall()
+                # executescript: sqlite3's execute() steps this pragma once, freeing one page.
+                self.db.connection().executescript("PRAGMA incremental_vacuum(2000);")
             time.sleep(0.001)
         with self._write_lock:
             self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
