@@ -152,7 +152,8 @@ def _models(db: peewee.Database) -> _Models:
 
         class Meta:
             table_name = "tasklib_task"
-            indexes = ((("status", "id"), False),)  # schema 2: unfinished tasks, lists by status
+            # schema 2: unfinished tasks and lists by status; lists by submitter
+            indexes = ((("status", "id"), False), (("submitted_by", "id"), False))
 
     class MetaRow(Base):
         key = peewee.CharField(max_length=64, primary_key=True)
@@ -287,6 +288,7 @@ class Store:
             migrate(
                 migrator.add_column("tasklib_task", "runner", m.Task.runner),  # indexed, as the field says
                 migrator.add_index("tasklib_task", ("status", "id"), False),
+                migrator.add_index("tasklib_task", ("submitted_by", "id"), False),
             )
             self.db.create_tables([m.Runner, m.Lease], safe=True)
         m.Meta.update(value=str(SCHEMA_VERSION)).where(m.Meta.key == "schema_version").execute()
@@ -313,6 +315,21 @@ class Store:
             .join(R, peewee.JOIN.LEFT_OUTER, on=(T.runner == R.token))
             .where(T.id == _p("id"))
         )
+        # Newest first, paged by id: one statement per combination of filters, each
+        # served by an index ending in id, so a page never scans the table.
+        self._lists = {}
+        for by_status in (False, True):
+            for by_user in (False, True):
+                query = (
+                    T.select(*cols, R.host, R.pid, R.heartbeat)
+                    .join(R, peewee.JOIN.LEFT_OUTER, on=(T.runner == R.token))
+                    .where(T.id < _p("before"))
+                )
+                if by_status:
+                    query = query.where(T.status == _p("status"))
+                if by_user:
+                    query = query.where(T.submitted_by == _p("submitted_by"))
+                self._lists[by_status, by_user] = _Statement(query.order_by(T.id.desc()).limit(_p("limit")))
         by_id = (T.id == _p("id"),)
         self._events = {event: _Statement(self._transition(event, by_id).returning(*cols)) for event in Event}
         self._kill_runner = _Statement(self._transition(Event.DIE, (T.runner == _p("runner"),)))
@@ -441,6 +458,14 @@ class Store:
             return None
         row = rows[0]
         return Record._make(row[:12]), Heartbeat._make(row[12:])
+
+    def list(
+        self, *, status: str | None, submitted_by: int | None, before: int, limit: int
+    ) -> list[tuple[Record, Heartbeat]]:
+        """Up to ``limit`` tasks with ids below ``before``, newest first, filtered when given."""
+        stmt = self._lists[status is not None, submitted_by is not None]
+        rows = self._rows(stmt, {"status": status, "submitted_by": submitted_by, "before": before, "limit": limit})
+        return [(Record._make(row[:12]), Heartbeat._make(row[12:])) for row in rows]
 
     def apply(self, task_id: int, event: Event, now: int, **data: Any) -> Record | None:
         """Apply ``event`` if the task's status allows it, in one compare-and-set statement.

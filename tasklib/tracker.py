@@ -402,6 +402,42 @@ class TaskTracker:
             self._authorize(record, as_user)
         return self._task(record, now_ms())
 
+    def list(
+        self,
+        status: TaskStatus | str | None = None,
+        submitted_by: int | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> list[Task]:
+        """Tasks newest first, optionally of one ``status`` and one submitter.
+
+        Pages by id: pass the id of the last task of a page as ``after`` to get the
+        next one. ``limit`` is 1 to 1000. Raises TypeError/ValueError for bad arguments.
+        """
+        if status is not None:
+            try:
+                status = TaskStatus(status)
+            except ValueError:
+                raise ValueError(f"status must be one of {', '.join(s.value for s in TaskStatus)}, got {status!r}") from None
+        _check_user("submitted_by", submitted_by, optional=True)
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+        if not 1 <= limit <= 1000:
+            raise ValueError(f"limit must be from 1 to 1000, got {limit}")
+        if after is None:
+            before = _MAX_ID
+        else:
+            try:
+                before = parse_id(after)
+            except TaskNotFound:
+                raise ValueError(f"after must be a task id, got {after!r}") from None
+        self._check_open()
+        now = now_ms()
+        found = self._store.list(
+            status=None if status is None else status.value, submitted_by=submitted_by, before=before, limit=limit
+        )
+        return [self._task(self._reconciled(record, beat, now), now) for record, beat in found]
+
     # -- internals --------------------------------------------------------
 
     def _fetch(self, key: int, task_id: str) -> Record:
@@ -409,16 +445,19 @@ class TaskTracker:
         if found is None:
             raise TaskNotFound(task_id)
         record, beat = found
-        if record.status in _UNFINISHED:
-            # Reconcile on read: a reader never sees a dead task as alive, sweep or no sweep.
-            now = now_ms()
-            why = self._why_dead(record, beat, now)
-            if why is not None:
-                dead = self._store.apply(key, Event.DIE, now, message=why)
-                if dead is None:
-                    return self._fetch(key, task_id)  # it finished meanwhile
-                return dead
-        return record
+        return self._reconciled(record, beat, now_ms())
+
+    def _reconciled(self, record: Record, beat: Heartbeat, now: int) -> Record:
+        """The record, made DEAD first if its runner is gone: a reader never sees a dead task alive."""
+        if record.status not in _UNFINISHED:
+            return record
+        why = self._why_dead(record, beat, now)
+        if why is None:
+            return record
+        dead = self._store.apply(record.id, Event.DIE, now, message=why)
+        if dead is not None:
+            return dead
+        return self._fetch(record.id, str(record.id))  # it finished meanwhile
 
     def _why_dead(self, record: Record, beat: Heartbeat, now: int) -> str | None:
         if record.runner is not None:

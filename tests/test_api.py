@@ -254,3 +254,51 @@ def test_context_manager_opens_and_closes(db_path: Any) -> None:
         tracker.get(task.id)
     with TaskTracker(str(db_path)) as again:
         assert again.get(task.id).status is TaskStatus.ENQUEUED
+
+
+# -- listing --------------------------------------------------------------------
+
+
+def test_list_newest_first_filtered_and_paged(tracker: TaskTracker) -> None:
+    """list() gives tasks newest first, filters by status and submitter, and pages by id."""
+    ids = [tracker.submit(submitted_by=1 + i % 2).id for i in range(7)]
+    tracker.complete(ids[0])
+    tracker.complete(ids[3])
+    assert [t.id for t in tracker.list()] == ids[::-1]
+    assert [t.id for t in tracker.list(status=TaskStatus.COMPLETE)] == [ids[3], ids[0]]
+    assert [t.id for t in tracker.list(status="ENQUEUED", submitted_by=1)] == [ids[6], ids[4], ids[2]]
+    assert [t.id for t in tracker.list(submitted_by=2)] == [ids[5], ids[3], ids[1]]
+    first = tracker.list(limit=3)
+    second = tracker.list(limit=3, after=first[-1].id)
+    third = tracker.list(limit=3, after=second[-1].id)
+    assert [t.id for t in first + second + third] == ids[::-1]
+    assert tracker.list(after="1") == []
+
+
+def test_list_pages_do_not_scan_the_table(tracker: TaskTracker) -> None:
+    """Each list query is served by an index (no full scan of the task table)."""
+    store = tracker._store
+    for stmt in store._lists.values():
+        params = stmt.bind({"status": "RUNNING", "submitted_by": 1, "before": 10, "limit": 5})
+        plan = " ".join(str(r[-1]) for r in store.db.execute_sql("EXPLAIN QUERY PLAN " + stmt.sql, params).fetchall())
+        assert "SCAN t1" not in plan and "SCAN tasklib_task" not in plan, plan
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"status": "DONE"}, ValueError),
+        ({"status": 3}, ValueError),
+        ({"submitted_by": "1"}, TypeError),
+        ({"limit": 0}, ValueError),
+        ({"limit": 1001}, ValueError),
+        ({"limit": 2.0}, TypeError),
+        ({"after": "abc"}, ValueError),
+        ({"after": 5}, TypeError),
+    ],
+    ids=repr,
+)
+def test_list_bad_arguments(tracker: TaskTracker, kwargs: dict[str, Any], error: type[Exception]) -> None:
+    """list() refuses bad filters and paging with TypeError/ValueError."""
+    with pytest.raises(error):
+        tracker.list(**kwargs)

@@ -60,7 +60,7 @@ def test_dead_by_heartbeat_age(make_tracker: Callable[..., TaskTracker], idle_sc
     sweeper = make_tracker(name="sweeper")
     try:
         assert sweeper.sweep(now=beat + 59_000) == 0
-        assert sweeper.get(task.id).status is S.RUNNING or True  # read at the real time: still fresh
+        assert sweeper.get(task.id).status is S.RUNNING  # read at the real time: still fresh
         assert sweeper.sweep(now=beat + 61_000) == 1
         dead = sweeper.get(task.id)
         assert dead.status is S.DEAD
@@ -82,7 +82,9 @@ def test_reconcile_on_read(make_tracker: Callable[..., TaskTracker], idle_schedu
         with freeze_time(registered + datetime.timedelta(seconds=30)):
             assert reader.get(task.id).status is S.RUNNING
         with freeze_time(registered + datetime.timedelta(seconds=62)):
+            listed = reader.list()
             seen = reader.get(task.id)
+        assert [t.status for t in listed] == [S.DEAD], "list() reconciles on read too"
         assert seen.status is S.DEAD and "stopped responding" in seen.message
         assert runner.get(task.id).status is S.DEAD
     finally:
