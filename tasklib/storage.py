@@ -23,6 +23,7 @@ import peewee
 from peewee import SQL, Case, Value, fn
 from playhouse import db_url
 from playhouse.migrate import SchemaMigrator, migrate
+from playhouse.pool import PooledDatabase
 
 from .clock import now_ms
 from .errors import StoreError
@@ -203,8 +204,10 @@ def open_database(target: str | os.PathLike[str] | peewee.Database) -> tuple[pee
     if scheme.startswith("sqlite"):
         extra = {"pragmas": SQLITE_PRAGMAS, "timeout": SQLITE_BUSY_TIMEOUT}
     elif scheme in ("postgres", "postgresql"):
-        # Pooled: connections outlive the threads that borrow them.
+        # Pooled: connections outlive the threads that borrow them; one unused for
+        # five minutes is replaced rather than trusted.
         target = "postgresql+pool" + target[len(scheme):]
+        extra = {"max_connections": 32, "stale_timeout": 300}
     try:
         return db_url.connect(target, **extra), True
     except (RuntimeError, ValueError, ImportError) as exc:
@@ -226,10 +229,14 @@ class Store:
     def __init__(self, target: str | os.PathLike[str] | peewee.Database) -> None:
         self.db, self._owned = open_database(target)
         self._is_sqlite = isinstance(self.db, peewee.SqliteDatabase)
+        # A pooled connection goes back to the pool after each operation, so threads
+        # that call in rarely do not each keep one.
+        self._pooled = isinstance(self.db, PooledDatabase)
         self._m = _models(self.db)
         # Writers of this process queue here rather than in SQLite's busy handler,
-        # which sleeps in steps of up to 100 ms; other processes still meet the busy timeout.
-        self._write_lock = threading.Lock()
+        # which sleeps in steps of up to 100 ms; other processes still meet the busy
+        # timeout. A database server locks rows itself.
+        self._write_lock: Any = threading.Lock() if self._is_sqlite else contextlib.nullcontext()
         self._ensure_schema()
         self._build_statements()
 
@@ -251,6 +258,9 @@ class Store:
         m = self._m
         try:
             with self._write_lock, self._transaction():
+                if isinstance(self.db, peewee.PostgresqlDatabase):
+                    # Two processes creating the tables at once would collide in the catalog.
+                    self.db.execute_sql("SELECT pg_advisory_xact_lock(7261)")
                 version = self._schema_version()
                 if version is None:
                     self.db.create_tables([m.Task, m.Meta, m.Runner, m.Lease], safe=True)
@@ -267,7 +277,7 @@ class Store:
         except peewee.DatabaseError as exc:
             raise StoreError(f"cannot open the store {self.name}: {exc}") from exc
         finally:
-            if self._owned and not self.db.in_transaction():
+            if not self.db.is_closed() and (self._owned or self._pooled) and not self.db.in_transaction():
                 self.db.close()  # this thread's connection; each thread opens its own
 
     def _schema_version(self) -> int | None:
@@ -415,6 +425,11 @@ class Store:
             return cursor.fetchall()
         finally:
             cursor.close()
+            self._release()
+
+    def _release(self) -> None:
+        if self._pooled and not self.db.in_transaction():
+            self.db.close()
 
     def _write(self, stmt: _Statement, values: dict[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
         """Run a write statement: its rows (RETURNING) and its row count.
@@ -430,10 +445,11 @@ class Store:
                     try:
                         # Fetch every row: an UPDATE ... RETURNING is not finished, nor its
                         # autocommit transaction committed, until its cursor is exhausted.
-                        rows = cursor.fetchall()
+                        rows = cursor.fetchall() if cursor.description else []
                         return rows, self.db.rows_affected(cursor)
                     finally:
                         cursor.close()
+                        self._release()
             except peewee.OperationalError as exc:
                 if _is_busy(exc) and attempt + 1 < WRITE_ATTEMPTS:
                     time.sleep(0.05 * 2**attempt)
@@ -578,6 +594,8 @@ class Store:
                     return count
             except peewee.DatabaseError as exc:
                 raise StoreError(f"the store {self.name} could not be written: {exc}") from exc
+            finally:
+                self._release()
 
     def bury_stale(self, cutoff: int, message: str, now: int) -> int:
         """Mark DEAD the unfinished tasks with no runner whose last update is older than ``cutoff``."""
@@ -596,6 +614,10 @@ class Store:
         self._write(self._lease_drop, {"name": name, "owner": owner})
 
     def close(self) -> None:
-        """Close this thread's connection to a database tasklib opened itself."""
-        if self._owned and not self.db.is_closed():
+        """Close the connections of a database tasklib opened itself (a pool: all of them)."""
+        if not self._owned:
+            return
+        if self._pooled:
+            self.db.close_all()
+        elif not self.db.is_closed():
             self.db.close()

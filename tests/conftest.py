@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from typing import Any, Callable, Iterator
 
@@ -25,20 +26,58 @@ def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "tasks.db"
 
 
+#: The PostgreSQL server the suite runs against a second time, when set.
+POSTGRES_URL = os.environ.get("TASKLIB_TEST_POSTGRES_URL")
+TASKLIB_TABLES = ("tasklib_task", "tasklib_meta", "tasklib_runner", "tasklib_lease")
+
+
+def reset_postgres(url: str) -> None:
+    """Drop tasklib's tables, so each test starts from an empty store."""
+    import peewee
+    from playhouse.db_url import connect
+
+    db = connect(url)
+    try:
+        with db.atomic():
+            db.execute_sql("SELECT pg_advisory_xact_lock(7261)")  # tasklib's schema lock
+            for table in TASKLIB_TABLES:
+                db.execute_sql(f'DROP TABLE IF EXISTS "{table}" CASCADE')
+    except peewee.OperationalError as exc:
+        pytest.fail(f"TASKLIB_TEST_POSTGRES_URL is set but the server does not answer: {exc}")
+    finally:
+        db.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, db_path: pathlib.Path) -> str:
+    """Where this test's store lives: a SQLite file, and again a PostgreSQL database when configured."""
+    if request.param == "sqlite":
+        return str(db_path)
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL run: set TASKLIB_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    reset_postgres(POSTGRES_URL)
+    return POSTGRES_URL
+
+
 @pytest.fixture
-def make_tracker(db_path: pathlib.Path) -> Iterator[Callable[..., TaskTracker]]:
+def is_sqlite(store_url: str) -> bool:
+    return "://" not in store_url
+
+
+@pytest.fixture
+def make_tracker(store_url: str) -> Iterator[Callable[..., TaskTracker]]:
     """Build trackers on this test's store; all are closed at the end."""
     made: list[TaskTracker] = []
 
     def make(**kwargs: Any) -> TaskTracker:
         kwargs.setdefault("base_url", BASE_URL)
-        tracker = TaskTracker(str(db_path), **kwargs)
+        tracker = TaskTracker(store_url, **kwargs)
         made.append(tracker)
         return tracker
 
     yield make
     for tracker in made:
-        tracker.close()
+        tracker.close(wait=False)
 
 
 @pytest.fixture

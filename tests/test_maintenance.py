@@ -234,9 +234,9 @@ def test_expired_lease_is_taken_over(make_tracker: Callable[..., TaskTracker]) -
     assert tracker._purge_round() == 1
 
 
-def test_purge_gives_space_back(make_tracker: Callable[..., TaskTracker], db_path: pathlib.Path) -> None:
+def test_purge_gives_space_back(db_path: pathlib.Path) -> None:
     """After a purge round the file shrinks: incremental vacuum and a WAL checkpoint, no full VACUUM."""
-    tracker = make_tracker(retention=MS)
+    tracker = TaskTracker(str(db_path), retention=MS)
     for _ in range(2000):
         tracker.complete(tracker.submit(description="x" * 500).id, result="y" * 500)
     tracker._store.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -246,6 +246,7 @@ def test_purge_gives_space_back(make_tracker: Callable[..., TaskTracker], db_pat
     wal = pathlib.Path(str(db_path) + "-wal")
     assert db_path.stat().st_size < full / 4
     assert not wal.exists() or wal.stat().st_size < 64 * 1024  # checkpointed; the lease release follows
+    tracker.close()
 
 
 # -- other processes ---------------------------------------------------------------
@@ -273,9 +274,9 @@ CHILD = textwrap.dedent(
 )
 
 
-def spawn_child(db_path: pathlib.Path) -> tuple[subprocess.Popen[str], str]:
+def spawn_child(store_url: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(db_path)], stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, store_url], stdout=subprocess.PIPE, text=True, env=env)
     assert child.stdout is not None
     task_id = child.stdout.readline().strip()
     assert task_id.isdigit(), "the child did not start its task"
@@ -289,11 +290,11 @@ def kill(child: subprocess.Popen[str]) -> None:
     child.stdout.close()
 
 
-def test_killed_runner_process_makes_its_task_dead(make_tracker: Callable[..., TaskTracker], db_path: pathlib.Path) -> None:
+def test_killed_runner_process_makes_its_task_dead(make_tracker: Callable[..., TaskTracker], store_url: str) -> None:
     """A child running a task is SIGKILLed; another process's tracker marks it DEAD within dead_after + a sweep."""
     watcher = make_tracker(heartbeat_interval=100 * MS, dead_after=SECOND, name="watcher")
     watcher.open()  # before the kill: only the heartbeat age can tell
-    child, task_id = spawn_child(db_path)
+    child, task_id = spawn_child(store_url)
     try:
         eventually(lambda: watcher.get(task_id).status is S.RUNNING)
     finally:
@@ -305,9 +306,9 @@ def test_killed_runner_process_makes_its_task_dead(make_tracker: Callable[..., T
     assert dead.status is S.DEAD and f":{child.pid} stopped responding" in dead.message
 
 
-def test_new_tracker_marks_vanished_processes_on_this_host_at_once(make_tracker: Callable[..., TaskTracker], db_path: pathlib.Path) -> None:
+def test_new_tracker_marks_vanished_processes_on_this_host_at_once(make_tracker: Callable[..., TaskTracker], store_url: str) -> None:
     """A tracker opening on the store marks DEAD at once the tasks of same-host runners whose process is gone."""
-    child, task_id = spawn_child(db_path)
+    child, task_id = spawn_child(store_url)
     kill(child)
     fresh = make_tracker(dead_after=datetime.timedelta(hours=1), name="fresh")
     assert fresh._store.fetch(int(task_id))[0].status == "RUNNING"
@@ -329,7 +330,7 @@ PURGER = textwrap.dedent(
 )
 
 
-def test_two_processes_purging_at_once(make_tracker: Callable[..., TaskTracker], db_path: pathlib.Path) -> None:
+def test_two_processes_purging_at_once(make_tracker: Callable[..., TaskTracker], store_url: str) -> None:
     """Two processes purge the same store at the same moment: no error, each expired task deleted once."""
     tracker = make_tracker()
     n = 3000
@@ -338,7 +339,7 @@ def test_two_processes_purging_at_once(make_tracker: Callable[..., TaskTracker],
     keep = tracker.submit()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = str(time.time() + 1.0)
-    procs = [subprocess.Popen([sys.executable, "-c", PURGER, str(db_path), start], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", PURGER, store_url, start], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
