@@ -17,7 +17,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import InvalidTransition, TaskCancelled, TaskError, TaskNotFound
+from .errors import InvalidTransition, TaskCancelled, TaskError, TaskNotFound, TrackerClosed
 from .status import Event, TaskStatus
 from .task import Task
 
@@ -184,7 +184,12 @@ class WorkerPool:
     def submit(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         with self._lock:
             self._outcomes[task_id] = _Outcome()
-            future = self._executor.submit(self._execute, task_id, fn, args, kwargs)
+            try:
+                future = self._executor.submit(self._execute, task_id, fn, args, kwargs)
+            except RuntimeError:  # the pool shut down between the task's insert and now
+                self._outcomes.pop(task_id)
+                self._cancel_quietly(task_id)
+                raise TrackerClosed("the tracker is closed") from None
             self._queued[task_id] = future
 
     def outcome(self, task_id: str) -> _Outcome | None:
