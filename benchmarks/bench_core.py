@@ -65,7 +65,7 @@ def run_sqlite3(path: str, n: int, statements: dict[str, tuple[str, Callable[...
     t = time.perf_counter()
     ids = []
     for _ in range(n):
-        row = conn.execute(insert_sql, insert_bind({"description": "bench", "submitted_by": 10000, "now": now_ms()})).fetchall()[0]
+        row = conn.execute(insert_sql, insert_bind({"description": "bench", "submitted_by": 10000, "now": now_ms(), "runner": None})).fetchall()[0]
         ids.append(row[0])
     times["submit"] = time.perf_counter() - t
     progress_sql, progress_bind = statements["progress"]
