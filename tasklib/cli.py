@@ -1,55 +1,481 @@
-"""The ``tasklib`` command line (also ``python -m tasklib``)."""
+"""The ``tasklib`` command line (also ``python -m tasklib``): see and steer tasks without code."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import os
+import signal
+import socketserver
 import sys
 import time
-from typing import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator, Sequence
+from wsgiref.simple_server import WSGIServer, make_server
 
-from .errors import TaskError
-from .tracker import TaskTracker
+from tqdm import tqdm
+
+from .clock import now_ms
+from .errors import TaskError, TaskNotCancellable
+from .runner import current_task
+from .status import TaskStatus
+from .task import Task
+from .tracker import TaskTracker, parse_id
 
 __all__ = ["main"]
 
 DEFAULT_DATABASE = "tasks.db"
+POLL_SECONDS = 0.15
+
+EXIT_ERROR = 1  # argparse itself exits 2 for a usage error
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+# Distinct from EXIT_ERROR and the usage error, so a script can tell "the task
+# failed" from "the command failed".
+EXIT_BY_STATUS = {
+    TaskStatus.COMPLETE: 0,
+    TaskStatus.FAILED: 3,
+    TaskStatus.CANCELLED: 4,
+    TaskStatus.DEAD: 5,
+}
+TERMINAL = [status for status in TaskStatus if status.is_terminal]
+
+EPILOG = """\
+exit status:
+  0    success (watch, demo: the task ended COMPLETE)
+  1    error: unknown task, unusable database, a port in use, ...
+  2    bad arguments
+  3    watch, demo: the task ended FAILED
+  4    watch, demo: the task ended CANCELLED
+  5    watch, demo: the task ended DEAD (whatever ran it is gone)
+  130  interrupted (Ctrl-C)
+"""
 
 
-def _demo(tracker: TaskTracker, args: argparse.Namespace) -> int:
-    task = tracker.submit(description="Demo: delete project FOO", submitted_by=10000)
-    print(f"submitted task {task.id}: {task.status.value}")
-    tracker.start(task.id)
-    total = 5
-    for done in range(1, total + 1):
-        time.sleep(args.step)
-        task = tracker.update_progress(task.id, done * 100 // (total + 1), message=f"{done} of {total} issues deleted")
-        print(f"  {task.progress:3d}%  {task.message}")
-    task = tracker.complete(task.id, result={"deleted": total}, message=f"{total} of {total} issues deleted")
-    print(task.to_json())
+class CommandError(Exception):
+    """A failure to report as one line on stderr, with the exit status to end with."""
+
+    def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- output --------------------------------------------------------------------
+
+
+def _one_line(text: str | None) -> str:
+    # A newline or tab in a description or message would break a table row or the bar.
+    return " ".join((text or "").split())
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _print_table(tasks: list[Task]) -> None:
+    header = ("ID", "STATUS", "PROGRESS", "SUBMITTED BY", "LAST UPDATE (UTC)", "DESCRIPTION")
+    rows = [
+        (t.id, t.status.value, f"{t.progress}%", str(t.submitted_by), _utc(t.last_update), _one_line(t.description))
+        for t in tasks
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _is_terminal(stream: Any) -> bool:
+    # A pseudo-terminal of size 0x0 (a bare `script`, some CI runners) makes tqdm
+    # draw nothing at all; plain lines are better there.
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return bool(stream.isatty() and size.columns and size.lines)
+
+
+class _ProgressBar:
+    """A tqdm bar of a task's progress on stderr; plain lines, one per change, when stderr is no terminal."""
+
+    def __init__(self, task_id: str) -> None:
+        self._live = _is_terminal(sys.stderr)
+        self._seen: tuple[int, TaskStatus, str | None] | None = None
+        # Off a terminal tqdm would write carriage returns; it then only formats
+        # the lines, and the bar's own output goes nowhere.
+        self._bar = tqdm(
+            total=100,
+            desc=f"task {task_id}",
+            bar_format="{l_bar}{bar}| [{elapsed}{postfix}]",
+            file=sys.stderr if self._live else io.StringIO(),
+            dynamic_ncols=self._live,
+        )
+
+    def show(self, task: Task) -> None:
+        seen = (task.progress, task.status, task.message)
+        if seen == self._seen and not self._live:
+            return
+        self._seen = seen
+        self._bar.n = task.progress
+        message = _one_line(task.message)
+        self._bar.set_postfix_str(f"{task.status.value}: {message}" if message else task.status.value, refresh=False)
+        if self._live:
+            self._bar.refresh()
+        else:
+            print(self._bar, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _follow(tracker: TaskTracker, task_id: str) -> Task:
+    """Show the task's progress until it has finished, and return it finished."""
+    task = tracker.get(task_id)
+    bar = _ProgressBar(task.id)
+    try:
+        while True:
+            bar.show(task)
+            if task.status.is_terminal:
+                return task
+            time.sleep(POLL_SECONDS)
+            task = tracker.get(task_id)
+    finally:
+        bar.close()
+
+
+def _finish(task: Task) -> int:
+    _print_json(task.to_dict())
+    return EXIT_BY_STATUS[task.status]
+
+
+# -- opening the store -----------------------------------------------------------
+
+
+def _is_plain_path(database: str) -> bool:
+    return "://" not in database and database != ":memory:"
+
+
+@contextlib.contextmanager
+def _existing_store(args: argparse.Namespace) -> Iterator[TaskTracker]:
+    """A tracker for the commands on tasks already stored: it starts no thread and creates no file."""
+    # SQLite would create a missing file, so a mistyped path would look like an empty store.
+    if _is_plain_path(args.db) and not os.path.exists(args.db):
+        raise CommandError(f"no database file {args.db} (it is created when the first task is submitted)")
+    tracker = TaskTracker(args.db, retention=timedelta(days=args.retention_days))
+    try:
+        yield tracker
+    finally:
+        tracker.close()
+
+
+# -- commands --------------------------------------------------------------------
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _existing_store(args) as tracker:
+        tasks = tracker.list(status=args.status, submitted_by=args.user, limit=args.limit, after=args.after)
+    if args.json:
+        _print_json([task.to_dict() for task in tasks])
+    else:
+        _print_table(tasks)
     return 0
 
 
+def _show(args: argparse.Namespace) -> int:
+    with _existing_store(args) as tracker:
+        task = tracker.get(args.id)
+    _print_json(task.to_dict())
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with _existing_store(args) as tracker:
+        task = tracker.cancel(args.id)
+    _print_json(task.to_dict())
+    return 0
+
+
+def _all_tasks(tracker: TaskTracker, status: TaskStatus) -> Iterator[Task]:
+    after = None
+    while True:
+        page = tracker.list(status=status, limit=1000, after=after)
+        yield from page
+        if len(page) < 1000:
+            return
+        after = page[-1].id
+
+
+def _count_purgeable(tracker: TaskTracker, cutoff: int) -> int:
+    """How many tasks purge() would delete: finished ones, finished before ``cutoff``."""
+    return sum(
+        1
+        for status in TERMINAL
+        for task in _all_tasks(tracker, status)
+        if task.finished is not None and task.finished < cutoff
+    )
+
+
+def _purge(args: argparse.Namespace) -> int:
+    now = now_ms()
+    cutoff = now - timedelta(days=args.retention_days) // timedelta(milliseconds=1)
+    with _existing_store(args) as tracker:
+        if args.dry_run:
+            count = _count_purgeable(tracker, cutoff)
+        else:
+            count = tracker.purge(now=now)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {count} task{'' if count == 1 else 's'} finished before {_utc(cutoff)} UTC")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    with _existing_store(args) as tracker:
+        try:
+            task = _follow(tracker, args.id)
+        except KeyboardInterrupt:
+            raise CommandError(f"stopped watching task {args.id}, which carries on", EXIT_INTERRUPTED) from None
+    return _finish(task)
+
+
+def _pause(seconds: float) -> None:
+    """Sleep, in slices short enough that a cancel request is answered at once."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        current_task().raise_if_cancelled()
+        time.sleep(min(left, 0.05))
+
+
+def _demo_work(steps: int, step_seconds: float) -> dict[str, int]:
+    """The demo's task: processes ``steps`` imaginary items, reporting each one."""
+    task = current_task()
+    task.update_progress(0, f"0 of {steps} items processed")
+    for done in range(1, steps + 1):
+        _pause(step_seconds)
+        task.raise_if_cancelled()
+        task.update_progress(done * 100 // steps, f"{done} of {steps} items processed")
+    return {"processed": steps}
+
+
+def _cancel_and_wait(tracker: TaskTracker, task_id: str) -> Task:
+    try:
+        tracker.cancel(task_id)
+    except TaskNotCancellable:
+        pass  # it finished meanwhile
+    return tracker.wait(task_id)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    tracker = TaskTracker(args.db)
+    try:
+        task = tracker.submit(
+            _demo_work,
+            args.steps,
+            args.step_seconds,
+            description=f"Demo: process {args.steps} items",
+            submitted_by=10000,
+        )
+        try:
+            final = _follow(tracker, task.id)
+        except KeyboardInterrupt:
+            final = _cancel_and_wait(tracker, task.id)
+            _print_json(final.to_dict())
+            raise CommandError(f"interrupted: task {task.id} is {final.status.value}", EXIT_INTERRUPTED) from None
+    finally:
+        # Nothing is left running after an ordinary end, so this only matters when interrupted.
+        tracker.close(wait=False)
+    return _finish(final)
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref's server, one thread per request, so a slow client holds up no one else."""
+
+    daemon_threads = True
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .web import wsgi_app
+
+    tracker = TaskTracker(args.db, base_url=args.base_url)
+    try:
+        try:
+            server = make_server(args.host, args.port, wsgi_app(tracker), server_class=_ThreadingWSGIServer)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        # A service manager stops servers with SIGTERM: end as cleanly as on Ctrl-C.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        with server:
+            url = f"http://{args.host}:{server.server_port}/rest/api/3/task/<id>"
+            print(f"serving the tasks of {args.db} at {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                print("stopped", file=sys.stderr)
+    finally:
+        tracker.close()
+    return 0
+
+
+# -- arguments ---------------------------------------------------------------------
+
+
+def _int_from(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be from {low}" + (f" to {high}" if high is not None else " up"))
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < 3600:
+        raise argparse.ArgumentTypeError("must be from 0 to 3600 seconds")
+    return value
+
+
+def _page_after(text: str) -> str:
+    try:
+        parse_id(text)
+    except TaskError:
+        raise argparse.ArgumentTypeError(f"not a task id: {text!r}") from None
+    return text
+
+
+def _database(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("empty database path")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tasklib", description="Track long-running tasks.")
+    parser = argparse.ArgumentParser(
+        prog="tasklib",
+        description="See and steer the tasks in a tasklib store.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--db",
-        default=os.environ.get("TASKLIB_DATABASE", DEFAULT_DATABASE),
-        help="SQLite file or database URL (default: $TASKLIB_DATABASE or %(default)s)",
+        type=_database,
+        default=os.environ.get("TASKLIB_DATABASE") or DEFAULT_DATABASE,
+        metavar="PATH",
+        help="SQLite file or database URL (default: $TASKLIB_DATABASE, else %(default)s)",
     )
+    parser.set_defaults(retention_days=14)  # for the commands without --retention-days
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser("demo", help="run a sample task and print its JSON")
-    demo.add_argument("--step", type=float, default=0.3, help="seconds per progress step")
+
+    retention = argparse.ArgumentParser(add_help=False)
+    retention.add_argument(
+        "--retention-days",
+        type=_int_from(1, 100_000),
+        default=14,
+        metavar="N",
+        help="finished tasks are kept N days (default: %(default)s)",
+    )
+
+    listing = commands.add_parser("list", parents=[retention], help="list tasks, newest first")
+    listing.add_argument("--status", type=str.upper, choices=[s.value for s in TaskStatus], help="only tasks in this status")
+    listing.add_argument("--user", type=int, metavar="ID", help="only tasks submitted by this user id")
+    listing.add_argument("--limit", type=_int_from(1, 1000), default=50, metavar="N", help="at most N tasks (1-1000, default: %(default)s)")
+    listing.add_argument("--after", type=_page_after, metavar="ID", help="the next page: tasks older than task ID")
+    listing.add_argument("--json", action="store_true", help="print a JSON array of the tasks")
+    listing.set_defaults(run=_list)
+
+    show = commands.add_parser("show", help="print a task's JSON")
+    show.add_argument("id", help="task id")
+    show.set_defaults(run=_show)
+
+    cancel = commands.add_parser("cancel", help="cancel a task and print its JSON")
+    cancel.add_argument("id", help="task id")
+    cancel.set_defaults(run=_cancel)
+
+    purge = commands.add_parser("purge", parents=[retention], help="delete tasks finished longer ago than the retention")
+    purge.add_argument("--dry-run", action="store_true", help="only count the tasks that would be deleted")
+    purge.set_defaults(run=_purge)
+
+    watch = commands.add_parser(
+        "watch",
+        help="show a task's progress until it ends, then print its JSON",
+        description="Show a task's progress on stderr until it ends, then print its JSON. "
+        "Exits 0 if it ended COMPLETE, 3 FAILED, 4 CANCELLED, 5 DEAD; 130 on Ctrl-C (the task carries on).",
+    )
+    watch.add_argument("id", help="task id")
+    watch.set_defaults(run=_watch)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a sample task, show its progress, print its JSON",
+        description="Submit a sample task (user 10000), show its progress on stderr, then print its JSON. "
+        "Exits as watch does; Ctrl-C cancels the task.",
+    )
+    demo.add_argument("--steps", type=_int_from(1, 1000), default=5, metavar="N", help="items to process (default: %(default)s)")
+    demo.add_argument("--step-seconds", type=_seconds, default=0.6, metavar="S", help="seconds per item (default: %(default)s)")
     demo.set_defaults(run=_demo)
+
+    serve = commands.add_parser("serve", help="serve GET /rest/api/3/task/{id} and POST .../cancel over HTTP")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=_int_from(0, 65535), default=8080, help="port to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="prefix of each task's self URL, e.g. https://example.com/rest/api/3/task/ (default: from the request)",
+    )
+    serve.set_defaults(run=_serve)
     return parser
 
 
+# -- entry point -------------------------------------------------------------------
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def _fail(message: str, status: int = EXIT_ERROR) -> int:
+    print(f"tasklib: {message}", file=sys.stderr)
+    return status
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout once more at exit, which would complain again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status. Errors are one line on stderr."""
+    """Run the ``tasklib`` command line on ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    Commands: list, show, cancel, purge, watch, demo, serve (``tasklib --help``).
+    Every error is one line on stderr starting ``tasklib: ``, never a traceback;
+    bad arguments end in argparse's usage message and SystemExit(2).
+    """
     args = _parser().parse_args(argv)
     try:
-        with TaskTracker(args.db) as tracker:
-            return int(args.run(tracker, args))
-    except TaskError as exc:
-        print(f"tasklib: {exc}", file=sys.stderr)
-        return 1
+        status = int(args.run(args))
+        # A reader that went away shows here, where it is handled, not at exit.
+        sys.stdout.flush()
+        return status
+    except CommandError as exc:
+        return _fail(str(exc), exc.status)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # Whoever read stdout went away (`tasklib list | head`): nobody is left to tell.
+        _silence_stdout()
+        return EXIT_ERROR
+    except (TaskError, OSError) as exc:
+        return _fail(_describe(exc))

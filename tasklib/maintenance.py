@@ -13,9 +13,10 @@ import logging
 from datetime import timedelta
 from typing import Callable
 
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import BaseScheduler
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
 
 __all__ = ["Maintenance"]
 
@@ -46,10 +47,10 @@ class Maintenance:
         heartbeat: Callable[[], object],
         purge_interval: timedelta,
         heartbeat_interval: timedelta,
-        scheduler: BaseScheduler | None = None,
+        scheduler: "BaseScheduler | None" = None,
     ) -> None:
         self._owned = scheduler is None
-        self.scheduler: BaseScheduler = scheduler if scheduler is not None else BackgroundScheduler(daemon=True)
+        self.scheduler: "BaseScheduler | None" = scheduler
         self.job_ids = (f"{name}:purge", f"{name}:heartbeat")
         self._jobs = (
             (self.job_ids[0], _guarded("purge", purge), purge_interval),
@@ -57,7 +58,13 @@ class Maintenance:
         )
 
     def start(self) -> None:
-        """Add the jobs, and start the scheduler if tasklib made it."""
+        """Add the jobs, and start the scheduler if tasklib makes its own."""
+        if self.scheduler is None:
+            # Imported here: APScheduler takes a while to import, and a tracker that is
+            # never opened (a CLI reading one task) should not pay for it.
+            from apscheduler.schedulers.background import BackgroundScheduler
+
+            self.scheduler = BackgroundScheduler(daemon=True)
         for job_id, func, interval in self._jobs:
             self.scheduler.add_job(
                 func,
@@ -75,6 +82,10 @@ class Maintenance:
 
     def stop(self) -> None:
         """Remove the jobs (a host's scheduler keeps running), or shut down tasklib's own scheduler."""
+        from apscheduler.jobstores.base import JobLookupError
+
+        if self.scheduler is None:
+            return
         if self._owned:
             if self.scheduler.running:
                 self.scheduler.shutdown(wait=True)

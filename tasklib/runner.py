@@ -8,7 +8,6 @@ polls it for a cancel request. Cancellation is cooperative: nothing is killed.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import logging
@@ -291,6 +290,8 @@ class WorkerPool:
         try:
             result = fn(*args, **kwargs)
             if inspect.isawaitable(result):
+                import asyncio  # here: only coroutine tasks need it, and it is slow to import
+
                 result = asyncio.run(_await(result))
         except TaskCancelled as exc:
             self._end_cancelled(handle, exc)

@@ -1,0 +1,528 @@
+"""The command line, run as operators run it: ``python -m tasklib --db PATH COMMAND ...``."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Iterator
+
+import pytest
+from freezegun import freeze_time
+
+from tasklib import TaskStatus, TaskTracker
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+WAIT = 30  # seconds: generous, only reached when something is broken
+S = TaskStatus
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="stops a child process with a signal")
+# A shell starts background jobs with SIGINT ignored, and children inherit that.
+interruptible = pytest.mark.skipif(
+    sys.platform == "win32" or signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+    reason="needs SIGINT, which is ignored here (or Windows)",
+)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "TASKLIB_DATABASE"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tasklib", *args]
+
+
+def run(cwd: pathlib.Path, *args: str, timeout: float = WAIT, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the command line to its end; whatever it did, it printed no traceback."""
+    result = subprocess.run(_command(*args), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env(**env))
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def tasklib(cwd: pathlib.Path, db: str | pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run(cwd, "--db", str(db), *args)
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a failed command printed on stderr."""
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tasklib: "), result.stderr
+    return lines[0]
+
+
+class Spawned:
+    """A command line running in the background, its stderr collected line by line as it comes."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while text not in self.stderr:
+            if self.proc.poll() is not None:
+                self._reader.join(WAIT)  # what it printed last may not be read yet
+                assert text in self.stderr, f"exited without printing {text!r}: {self.stderr}"
+                return
+            assert time.monotonic() < deadline, f"{text!r} not printed in time: {self.stderr}"
+            time.sleep(0.01)
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the exit; the exit status and stdout. Stderr never shows a traceback."""
+        assert self.proc.stdout is not None
+        status = self.proc.wait(WAIT)  # stdout is a little JSON at most: it cannot fill the pipe
+        out = self.proc.stdout.read()
+        self._reader.join(WAIT)
+        assert "Traceback" not in self.stderr, self.stderr
+        return status, out
+
+
+@contextlib.contextmanager
+def spawn(where: Where, *args: str) -> Iterator[Spawned]:
+    proc = subprocess.Popen(
+        _command("--db", where.db, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=where.cwd,
+        env=_env(),
+    )
+    with proc:
+        try:
+            yield Spawned(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+@dataclasses.dataclass(frozen=True)
+class Where:
+    """Where the command line runs: its working directory and its --db."""
+
+    cwd: pathlib.Path
+    db: str
+
+
+@pytest.fixture
+def where(tmp_path: pathlib.Path, store_url: str) -> Where:
+    """The test's store (a SQLite file, or PostgreSQL when configured), from a scratch directory."""
+    return Where(tmp_path, store_url)
+
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(where: Where) -> Cli:
+    """Run the command line on the test's store."""
+    return lambda *args: tasklib(where.cwd, where.db, *args)
+
+
+@pytest.fixture
+def store(make_tracker: Callable[..., TaskTracker]) -> TaskTracker:
+    """A tracker on the store the command line is pointed at, with self URLs as the CLI makes them."""
+    return make_tracker(base_url=None)
+
+
+def finished_task(store: TaskTracker, status: TaskStatus, **kwargs: Any) -> str:
+    task = store.submit(**kwargs)
+    if status is S.COMPLETE:
+        store.complete(task.id, result={"done": True})
+    elif status is S.FAILED:
+        store.fail(task.id, "ValueError: bad input")
+    elif status is S.CANCELLED:
+        store.cancel(task.id)
+    elif status is S.DEAD:
+        store.mark_dead(task.id, "its runner is gone")
+    return task.id
+
+
+# -- list ---------------------------------------------------------------------------
+
+
+def test_list_prints_a_table_newest_first(store: TaskTracker, cli: Cli) -> None:
+    """list prints a header and one row per task, newest first, with progress and a UTC time."""
+    with freeze_time("2024-05-06 07:08:09"):
+        first = store.submit(description="Export\tproject FOO", submitted_by=7)
+        second = store.submit(description="Delete project BAR", submitted_by=8)
+        store.update_progress(second.id, 40, message="4 of 10")
+    result = cli("list")
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["ID", "STATUS", "PROGRESS", "SUBMITTED", "BY", "LAST", "UPDATE", "(UTC)", "DESCRIPTION"]
+    assert rows[0].split() == [second.id, "RUNNING", "40%", "8", "2024-05-06", "07:08:09", "Delete", "project", "BAR"]
+    assert rows[1].split() == [first.id, "ENQUEUED", "0%", "7", "2024-05-06", "07:08:09", "Export", "project", "FOO"]
+    assert len(rows) == 2
+
+
+def test_list_json_is_the_tasks_json(store: TaskTracker, cli: Cli) -> None:
+    """list --json prints a JSON array of the tasks' Jira JSON, newest first."""
+    ids = [finished_task(store, S.COMPLETE, description=f"job {i}") for i in range(3)]
+    result = cli("list", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [store.get(task_id).to_dict() for task_id in reversed(ids)]
+
+
+def test_list_json_of_an_empty_store_is_an_empty_array(store: TaskTracker, cli: Cli) -> None:
+    """list --json on a store without tasks prints []."""
+    result = cli("list", "--json")
+    assert (result.returncode, json.loads(result.stdout)) == (0, [])
+
+
+def test_list_filters_by_status_and_user(store: TaskTracker, cli: Cli) -> None:
+    """--status (any case) and --user keep only the matching tasks."""
+    done_by_1 = finished_task(store, S.COMPLETE, submitted_by=1)
+    failed_by_1 = finished_task(store, S.FAILED, submitted_by=1)
+    done_by_2 = finished_task(store, S.COMPLETE, submitted_by=2)
+
+    def ids(*args: str) -> list[str]:
+        result = cli("list", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        return [task["id"] for task in json.loads(result.stdout)]
+
+    assert ids("--status", "complete") == [done_by_2, done_by_1]
+    assert ids("--user", "1") == [failed_by_1, done_by_1]
+    assert ids("--status", "COMPLETE", "--user", "1") == [done_by_1]
+
+
+def test_list_pages_with_limit_and_after(store: TaskTracker, cli: Cli) -> None:
+    """--limit cuts a page; --after the last id of a page gives the next one."""
+    ids = [store.submit().id for _ in range(5)][::-1]
+    first = [t["id"] for t in json.loads(cli("list", "--json", "--limit", "2").stdout)]
+    second = [t["id"] for t in json.loads(cli("list", "--json", "--limit", "2", "--after", first[-1]).stdout)]
+    assert (first, second) == (ids[:2], ids[2:4])
+
+
+def test_database_comes_from_the_environment(store: TaskTracker, where: Where) -> None:
+    """Without --db, the store is $TASKLIB_DATABASE."""
+    task = store.submit(description="from the environment")
+    result = run(where.cwd, "list", "--json", TASKLIB_DATABASE=where.db)
+    assert [t["id"] for t in json.loads(result.stdout)] == [task.id]
+
+
+# -- show and cancel ----------------------------------------------------------------
+
+
+def test_show_prints_the_task_json(store: TaskTracker, cli: Cli) -> None:
+    """show ID prints the task's JSON, as the tracker gives it."""
+    task_id = finished_task(store, S.COMPLETE, description="Delete project FOO", submitted_by=10000)
+    result = cli("show", task_id)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == store.get(task_id).to_dict()
+
+
+def test_cancel_cancels_an_enqueued_task(store: TaskTracker, cli: Cli) -> None:
+    """cancel of an ENQUEUED task prints it CANCELLED, and the store agrees."""
+    task = store.submit(description="not started")
+    result = cli("cancel", task.id)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "CANCELLED"
+    assert store.get(task.id).status is S.CANCELLED
+
+
+def test_cancel_of_a_running_task_requests_it(store: TaskTracker, cli: Cli) -> None:
+    """cancel of a RUNNING task leaves it CANCEL_REQUESTED, for its code to stop."""
+    task = store.submit()
+    store.start(task.id)
+    result = cli("cancel", task.id)
+    assert json.loads(result.stdout)["status"] == "CANCEL_REQUESTED"
+    assert store.get(task.id).cancel_requested
+
+
+def test_cancel_of_a_finished_task_is_refused(store: TaskTracker, cli: Cli) -> None:
+    """cancel of a COMPLETE task fails with one line and leaves it COMPLETE."""
+    task_id = finished_task(store, S.COMPLETE)
+    assert error_line(cli("cancel", task_id)) == f"tasklib: task {task_id} is COMPLETE: cannot cancel"
+    assert store.get(task_id).status is S.COMPLETE
+
+
+# -- purge ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def old_and_new(store: TaskTracker) -> dict[str, str]:
+    """Three tasks finished in 2020, one submitted then and never finished, one finished now."""
+    with freeze_time("2020-01-01"):
+        tasks = {status.value: finished_task(store, status) for status in (S.COMPLETE, S.FAILED, S.CANCELLED)}
+        tasks["old unfinished"] = store.submit().id
+    tasks["recent"] = finished_task(store, S.COMPLETE)
+    return tasks
+
+
+def stored_ids(cli: Cli) -> set[str]:
+    return {t["id"] for t in json.loads(cli("list", "--json").stdout)}
+
+
+def test_purge_dry_run_counts_without_deleting(old_and_new: dict[str, str], cli: Cli) -> None:
+    """purge --dry-run says how many finished tasks are past the retention, and deletes none."""
+    result = cli("purge", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("would delete 3 tasks finished before ")
+    assert stored_ids(cli) == set(old_and_new.values())
+
+
+def test_purge_deletes_old_finished_tasks(old_and_new: dict[str, str], cli: Cli) -> None:
+    """purge deletes the finished tasks past the retention, keeps the rest, and says how many."""
+    result = cli("purge")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("deleted 3 tasks finished before ")
+    assert stored_ids(cli) == {old_and_new["old unfinished"], old_and_new["recent"]}
+    assert cli("purge", "--dry-run").stdout.startswith("would delete 0 tasks")
+
+
+def test_purge_honours_retention_days(store: TaskTracker, cli: Cli) -> None:
+    """A task finished 10 days ago outlives the default 14 days, not --retention-days 7."""
+    with freeze_time(datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=10)):
+        task_id = finished_task(store, S.COMPLETE)
+    assert cli("purge").stdout.startswith("deleted 0 tasks")
+    assert cli("purge", "--dry-run", "--retention-days", "7").stdout.startswith("would delete 1 task ")
+    assert cli("purge", "--retention-days", "7").stdout.startswith("deleted 1 task ")
+    assert task_id not in stored_ids(cli)
+
+
+# -- watch ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_status"), [(S.COMPLETE, 0), (S.FAILED, 3), (S.CANCELLED, 4), (S.DEAD, 5)]
+)
+def test_watch_of_a_finished_task_exits_by_its_status(
+    store: TaskTracker, cli: Cli, status: TaskStatus, exit_status: int
+) -> None:
+    """watch of a finished task prints its JSON at once and exits 0 only for COMPLETE (3, 4, 5 otherwise)."""
+    task_id = finished_task(store, status)
+    result = cli("watch", task_id)
+    assert result.returncode == exit_status, result.stderr
+    assert json.loads(result.stdout) == store.get(task_id).to_dict()
+    assert status.value in result.stderr  # the bar's one line
+
+
+def test_watch_follows_progress_until_the_task_ends(store: TaskTracker, where: Where, cli: Cli) -> None:
+    """watch shows each progress report on stderr while the task runs, then prints the finished task."""
+    task = store.submit(description="copy")
+    store.start(task.id)
+    with spawn(where, "watch", task.id) as watch:
+        watch.wait_for("RUNNING")
+        store.update_progress(task.id, 40, message="40 of 100 copied")
+        watch.wait_for("40 of 100 copied")
+        store.complete(task.id, result={"copied": 100})
+        status, out = watch.finish()
+    assert status == 0
+    assert json.loads(out)["result"] == {"copied": 100}
+    progress_line = next(line for line in watch.lines if "40 of 100 copied" in line)
+    assert " 40%" in progress_line
+    assert "100%" in watch.lines[-1]
+
+
+@interruptible
+def test_watch_ctrl_c_stops_watching_only(store: TaskTracker, where: Where, cli: Cli) -> None:
+    """Ctrl-C during watch exits 130 with one line, and leaves the task running."""
+    task = store.submit()
+    store.start(task.id)
+    with spawn(where, "watch", task.id) as watch:
+        watch.wait_for("RUNNING")
+        watch.proc.send_signal(signal.SIGINT)
+        status, out = watch.finish()
+    assert (status, out) == (130, "")
+    assert watch.lines[-1] == f"tasklib: stopped watching task {task.id}, which carries on\n"
+    assert store.get(task.id).status is S.RUNNING
+
+
+# -- demo -----------------------------------------------------------------------------
+
+
+def test_demo_runs_a_task_to_complete(store: TaskTracker, cli: Cli) -> None:
+    """demo runs a sample task, shows its progress on stderr, and prints it COMPLETE with 100%."""
+    result = cli("demo", "--steps", "4", "--step-seconds", "0.05")
+    assert result.returncode == 0, result.stderr
+    task = json.loads(result.stdout)
+    assert (task["status"], task["progress"], task["submittedBy"]) == ("COMPLETE", 100, 10000)
+    assert task["description"].startswith("Demo: ")
+    assert task["message"] == "4 of 4 items processed"
+    assert "100%" in result.stderr and "4 of 4 items processed" in result.stderr
+    assert store.get(task["id"]).to_dict() == task
+
+
+def test_demo_as_the_readme_runs_it(tmp_path: pathlib.Path) -> None:
+    """The README's `python -m tasklib --db demo-tasks.db demo` takes about 3 s and ends COMPLETE."""
+    result = run(tmp_path, "--db", "demo-tasks.db", "demo")
+    assert result.returncode == 0, result.stderr
+    task = json.loads(result.stdout)
+    assert task["status"] == "COMPLETE"
+    assert 2500 <= task["elapsedRuntime"] <= 5000
+    assert " 40%" in result.stderr
+    assert (tmp_path / "demo-tasks.db").is_file()
+
+
+def test_default_database_is_tasks_db(tmp_path: pathlib.Path) -> None:
+    """Without --db or $TASKLIB_DATABASE the store is tasks.db in the current directory."""
+    result = run(tmp_path, "demo", "--steps", "1", "--step-seconds", "0")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "tasks.db").is_file()
+
+
+@interruptible
+def test_demo_ctrl_c_cancels_its_task(store: TaskTracker, where: Where, cli: Cli) -> None:
+    """Ctrl-C during demo cancels its task, prints it CANCELLED, and exits 130 with one line."""
+    with spawn(where, "demo", "--step-seconds", "5") as demo:
+        demo.wait_for("RUNNING")
+        demo.proc.send_signal(signal.SIGINT)
+        status, out = demo.finish()
+    task = json.loads(out)
+    assert (status, task["status"]) == (130, "CANCELLED")
+    assert demo.lines[-1] == f"tasklib: interrupted: task {task['id']} is CANCELLED\n"
+    assert store.get(task["id"]).status is S.CANCELLED
+
+
+# -- serve ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get_when_up(url: str, server: Spawned) -> Any:
+    deadline = time.monotonic() + WAIT
+    while True:
+        assert server.proc.poll() is None, f"the server exited: {server.stderr}"
+        try:
+            return urllib.request.urlopen(url, timeout=WAIT)
+        except urllib.error.HTTPError:
+            raise
+        except urllib.error.URLError:
+            pass  # not listening yet
+        assert time.monotonic() < deadline, "the server did not answer in time"
+        time.sleep(0.05)
+
+
+@posix_only
+def test_serve_answers_task_requests(store: TaskTracker, where: Where, cli: Cli) -> None:
+    """serve answers GET /rest/api/3/task/{id} with the task's JSON until SIGTERM; a second serve on its port fails."""
+    task_id = finished_task(store, S.COMPLETE, description="served")
+    port = str(free_port())
+    base = "https://jira.example.com/rest/api/3/task/"
+    with spawn(where, "serve", "--port", port, "--base-url", base) as server:
+        with get_when_up(f"http://127.0.0.1:{port}/rest/api/3/task/{task_id}", server) as response:
+            assert response.status == 200
+            body = json.loads(response.read())
+        assert body == {**store.get(task_id).to_dict(), "self": base + task_id}
+        server.wait_for(f"at http://127.0.0.1:{port}/rest/api/3/task/")
+
+        second = cli("serve", "--port", port)
+        assert error_line(second).startswith(f"tasklib: cannot listen on 127.0.0.1:{port}: ")
+
+        server.proc.terminate()
+        status, _ = server.finish()
+    assert (status, server.lines[-1]) == (0, "stopped\n")
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def test_unknown_id_is_one_line(store: TaskTracker, cli: Cli) -> None:
+    """show, cancel and watch of an id no task has exit 1 with one line naming the id."""
+    store.submit()
+    for command in ("show", "cancel", "watch"):
+        result = cli(command, "999")
+        assert (result.returncode, error_line(result)) == (1, "tasklib: no task with id '999'")
+
+
+@pytest.mark.usefixtures("store")
+def test_malformed_id_is_one_line(cli: Cli) -> None:
+    """A malformed id ("abc") is an unknown task: exit 1 and one line, never a traceback."""
+    for command in ("show", "cancel", "watch"):
+        result = cli(command, "abc")
+        assert (result.returncode, error_line(result)) == (1, "tasklib: no task with id 'abc'")
+
+
+def test_missing_directory_in_database_path(tmp_path: pathlib.Path) -> None:
+    """A --db in a directory that does not exist fails with one line, for reading and for demo."""
+    db = tmp_path / "no-such-dir" / "tasks.db"
+    assert "no-such-dir" in error_line(tasklib(tmp_path, db, "list"))
+    assert "unable to open database file" in error_line(tasklib(tmp_path, db, "demo", "--step-seconds", "0"))
+    assert not db.parent.exists()
+
+
+def test_reading_commands_do_not_create_a_database(tmp_path: pathlib.Path) -> None:
+    """list, show, cancel, watch and purge on a missing file say so, and create no file."""
+    db = tmp_path / "typo.db"
+    for args in (["list"], ["show", "1"], ["cancel", "1"], ["watch", "1"], ["purge"]):
+        assert error_line(tasklib(tmp_path, db, *args)) == (
+            f"tasklib: no database file {db} (it is created when the first task is submitted)"
+        )
+    assert not db.exists()
+
+
+def test_file_that_is_not_a_database(tmp_path: pathlib.Path) -> None:
+    """A --db file that is not a SQLite database fails with one line, and is left as it was."""
+    db = tmp_path / "notes.txt"
+    db.write_text("these are notes, not a database\n" * 100)
+    for args in (["list"], ["demo"], ["serve", "--port", str(free_port())]):
+        assert "file is not a database" in error_line(tasklib(tmp_path, db, *args))
+    assert db.read_text() == "these are notes, not a database\n" * 100
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["frobnicate"],
+        ["list", "--limit", "0"],
+        ["list", "--status", "DONE"],
+        ["list", "--after", "abc"],
+        ["list", "--user", "me"],
+        ["show"],
+        ["demo", "--steps", "x"],
+        ["serve", "--port", "70000"],
+        ["--db", "", "list"],
+    ],
+)
+def test_bad_arguments_exit_2_with_usage(tmp_path: pathlib.Path, args: list[str]) -> None:
+    """Bad arguments exit 2 with argparse's usage message and no traceback."""
+    result = run(tmp_path, *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: tasklib")
+
+
+def test_help_documents_the_exit_statuses(tmp_path: pathlib.Path) -> None:
+    """--help lists every command and the exit status of each way a watched task ends."""
+    result = run(tmp_path, "--help")
+    assert result.returncode == 0
+    for text in ("list", "show", "cancel", "purge", "watch", "demo", "serve", "3    watch, demo: the task ended FAILED"):
+        assert text in result.stdout
+
+
+def test_importing_main_module_runs_nothing(tmp_path: pathlib.Path) -> None:
+    """Importing tasklib.__main__ (as tools do) does not run the command line."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import tasklib.__main__"], capture_output=True, text=True, timeout=WAIT, cwd=tmp_path, env=_env()
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
