@@ -39,7 +39,6 @@ EXIT_BY_STATUS = {
     TaskStatus.CANCELLED: 4,
     TaskStatus.DEAD: 5,
 }
-TERMINAL = [status for status in TaskStatus if status.is_terminal]
 
 EPILOG = """\
 exit status:
@@ -199,34 +198,11 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _all_tasks(tracker: TaskTracker, status: TaskStatus) -> Iterator[Task]:
-    after = None
-    while True:
-        page = tracker.list(status=status, limit=1000, after=after)
-        yield from page
-        if len(page) < 1000:
-            return
-        after = page[-1].id
-
-
-def _count_purgeable(tracker: TaskTracker, cutoff: int) -> int:
-    """How many tasks purge() would delete: finished ones, finished before ``cutoff``."""
-    return sum(
-        1
-        for status in TERMINAL
-        for task in _all_tasks(tracker, status)
-        if task.finished is not None and task.finished < cutoff
-    )
-
-
 def _purge(args: argparse.Namespace) -> int:
     now = now_ms()
     cutoff = now - timedelta(days=args.retention_days) // timedelta(milliseconds=1)
     with _existing_store(args) as tracker:
-        if args.dry_run:
-            count = _count_purgeable(tracker, cutoff)
-        else:
-            count = tracker.purge(now=now)
+        count = tracker.purge(now=now, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} {count} task{'' if count == 1 else 's'} finished before {_utc(cutoff)} UTC")
     return 0

@@ -210,7 +210,7 @@ def open_database(target: str | os.PathLike[str] | peewee.Database) -> tuple[pee
         extra = {"max_connections": 32, "stale_timeout": 300}
     try:
         return db_url.connect(target, **extra), True
-    except (RuntimeError, ValueError, ImportError) as exc:
+    except (RuntimeError, ValueError, ImportError, peewee.ImproperlyConfigured) as exc:
         raise StoreError(f"cannot open the database {scheme}://...: {exc}") from exc
 
 
@@ -354,6 +354,9 @@ class Store:
         self._purge_span = _Statement(
             T.select(fn.MIN(T.id), fn.MAX(T.id)).where(T.finished < _p("cutoff"))
         )
+        self._expired = _Statement(
+            T.select(fn.COUNT(T.id)).where(T.finished < _p("cutoff"), T.status.not_in(_UNFINISHED))
+        )
         self._purge = _Statement(
             T.delete().where(
                 T.id >= _p("low"),
@@ -494,6 +497,10 @@ class Store:
         values.update(data)
         rows, _ = self._write(self._events[event], values)
         return Record._make(rows[0]) if rows else None
+
+    def count_expired(self, cutoff: int) -> int:
+        """How many tasks :meth:`purge` with this ``cutoff`` would delete now."""
+        return int(self._rows(self._expired, {"cutoff": cutoff})[0][0])
 
     def purge(self, cutoff: int, *, lease: tuple[str, int] | None = None) -> int:
         """Delete terminal tasks finished before ``cutoff``, a short transaction per batch.

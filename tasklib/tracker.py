@@ -357,14 +357,17 @@ class TaskTracker:
             pool.request_cancel(task.id)
         return task
 
-    def purge(self, now: Instant | None = None) -> int:
+    def purge(self, now: Instant | None = None, *, dry_run: bool = False) -> int:
         """Delete the finished tasks whose ``finished`` is older than ``now - retention``.
 
         Never deletes a task that is not finished. ``now`` defaults to the current
-        time. Returns how many tasks were deleted.
+        time. Returns how many tasks were deleted, or with ``dry_run`` how many
+        would be, deleting nothing.
         """
         cutoff = to_ms(now) - self._retention_ms
         self._check_open()
+        if dry_run:
+            return self._store.count_expired(cutoff)
         return self._store.purge(cutoff)
 
     def sweep(self, now: Instant | None = None) -> int:

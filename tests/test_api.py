@@ -309,3 +309,15 @@ def test_list_bad_arguments(tracker: TaskTracker, kwargs: dict[str, Any], error:
     """list() refuses bad filters and paging with TypeError/ValueError."""
     with pytest.raises(error):
         tracker.list(**kwargs)
+
+
+def test_purge_dry_run_counts_and_deletes_nothing(tracker: TaskTracker) -> None:
+    """purge(dry_run=True) says how many tasks a purge would delete, and deletes none."""
+    with freeze_time("2020-01-01"):
+        for _ in range(3):
+            tracker.complete(tracker.submit().id)
+        tracker.start(tracker.submit().id)
+    before = rows(tracker)
+    assert tracker.purge(now=datetime.datetime(2021, 1, 1), dry_run=True) == 3
+    assert rows(tracker) == before
+    assert tracker.purge(now=datetime.datetime(2021, 1, 1)) == 3

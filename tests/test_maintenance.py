@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
