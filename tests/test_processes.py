@@ -226,3 +226,78 @@ def test_read_only_store_is_a_clear_error_and_unchanged(shared_dir: pathlib.Path
     assert str(path) in result.stdout
     assert path.read_bytes() == before
     shared_dir.chmod(0o755)
+
+
+# -- writes that cannot be made -------------------------------------------------------
+
+
+@pytest.fixture
+def impatient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give up on a locked SQLite file after ~0.2 s, twice, instead of ~10 s, five times."""
+    from tasklib import storage
+
+    monkeypatch.setattr(storage, "SQLITE_BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr(storage, "WRITE_ATTEMPTS", 2)
+
+
+def test_lock_held_briefly_is_absorbed(db_path: pathlib.Path) -> None:
+    """A write lock another process holds for a moment delays a write; no error reaches the caller."""
+    tracker = TaskTracker(str(db_path))
+    task = tracker.submit()
+    locker = python(
+        """
+        import sqlite3, sys, time
+        conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        print("locked", flush=True)
+        time.sleep(1.0)
+        conn.execute("COMMIT")
+        """,
+        str(db_path),
+    )
+    assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    began = time.monotonic()
+    assert tracker.update_progress(task.id, 10).progress == 10
+    assert time.monotonic() - began >= 0.5, "the write should have waited for the lock"
+    locker.communicate(timeout=WAIT)
+    tracker.close()
+
+
+def test_write_that_cannot_be_made_is_a_store_error_and_changes_nothing(db_path: pathlib.Path, impatient: None) -> None:
+    """When the lock is never released in time, the caller gets StoreError and the store is unchanged."""
+    tracker = TaskTracker(str(db_path))
+    task = tracker.update_progress(tracker.submit().id, 10)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="could not be written"):
+            tracker.complete(task.id, result=1)
+        with pytest.raises(StoreError):
+            tracker.submit()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert tracker.get(task.id).status is S.RUNNING
+    assert [t.id for t in tracker.list()] == [task.id]
+    assert tracker.complete(task.id, result=1).status is S.COMPLETE  # and it works again once free
+    tracker.close()
+
+
+def test_full_disk_is_a_store_error_and_loses_nothing(db_path: pathlib.Path) -> None:
+    """When the file cannot grow (SQLITE_FULL), the write fails with StoreError; committed tasks stay intact."""
+    tracker = TaskTracker(str(db_path))
+    db = tracker._store.db
+    pages = db.execute_sql("PRAGMA page_count").fetchone()[0]
+    db.execute_sql(f"PRAGMA max_page_count = {pages + 20}")  # this connection's file may grow by 20 pages
+    done: list[str] = []
+    with pytest.raises(StoreError, match="full"):
+        for i in range(1000):
+            task = tracker.submit(description=f"{i}:" + "x" * 3000)
+            done.append(task.id)
+    assert 3 <= len(done) < 1000
+    db.execute_sql("PRAGMA max_page_count = 1073741823")
+    assert [tracker.get(task_id).description.split(":")[0] for task_id in done] == [str(i) for i in range(len(done))]
+    assert [t.id for t in tracker.list(limit=1000)] == done[::-1], "the failed write left nothing behind"
+    tracker.close()
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
