@@ -16,6 +16,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
+from .checks import check_message, check_progress
 from .errors import InvalidTransition, TaskCancelled, TaskError, TaskNotFound, TrackerClosed
 from .status import Event, TaskStatus
 from .task import Task
@@ -82,12 +83,8 @@ class TaskHandle:
         self._report(progress, message)
 
     def _report(self, progress: int, message: str | None) -> None:
-        if not isinstance(progress, int) or isinstance(progress, bool):
-            raise TypeError(f"progress must be an int from 0 to 100, not {type(progress).__name__}")
-        if not 0 <= progress <= 100:
-            raise ValueError(f"progress must be from 0 to 100, got {progress}")
-        if message is not None and not isinstance(message, str):
-            raise TypeError(f"message must be a str or None, not {type(message).__name__}")
+        check_progress(progress)
+        check_message(message)
         with self._lock:
             self._progress = progress
             if message is not None:

@@ -53,7 +53,6 @@ WRITE_ATTEMPTS = 5
 PURGE_BATCH_SECONDS = 0.1
 PURGE_BATCH_MIN, PURGE_BATCH_MAX = 500, 100_000
 
-_TERMINAL = [s.value for s in TaskStatus if s.is_terminal]
 _UNFINISHED = [s.value for s in TaskStatus if not s.is_terminal]
 
 
@@ -214,6 +213,51 @@ def open_database(target: str | os.PathLike[str] | peewee.Database) -> tuple[pee
         raise StoreError(f"cannot open the database {scheme}://...: {exc}") from exc
 
 
+class _WriteGate:
+    """Short writes pass side by side; a long write waits for them, then runs alone.
+
+    Short writers of one process still take turns inside SQLite as usual; what the
+    gate adds is that, while a long write runs, they wait on a condition and go the
+    moment it ends, instead of sleeping in SQLite's busy handler. A waiting long
+    write holds back new short ones, so it is not starved either.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._short = 0  # short writes under way
+        self._long = False  # a long write under way
+        self._long_waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._long or self._long_waiting:
+                self._cond.wait()
+            self._short += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._short -= 1
+                if not self._short:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._long_waiting += 1
+            while self._long or self._short:
+                self._cond.wait()
+            self._long_waiting -= 1
+            self._long = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._long = False
+                self._cond.notify_all()
+
+
 def _is_busy(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -233,10 +277,10 @@ class Store:
         # that call in rarely do not each keep one.
         self._pooled = isinstance(self.db, PooledDatabase)
         self._m = _models(self.db)
-        # Writers of this process queue here rather than in SQLite's busy handler,
-        # which sleeps in steps of up to 100 ms; other processes still meet the busy
-        # timeout. A database server locks rows itself.
-        self._write_lock: Any = threading.Lock() if self._is_sqlite else contextlib.nullcontext()
+        # While a long write of this process (a purge batch) runs, its short writes
+        # wait at this gate rather than in SQLite's busy handler, which sleeps in steps
+        # of up to 100 ms and so could starve them. A database server needs no gate.
+        self._gate = _WriteGate() if self._is_sqlite else None
         self._ensure_schema()
         self._build_statements()
 
@@ -257,7 +301,7 @@ class Store:
     def _ensure_schema(self) -> None:
         m = self._m
         try:
-            with self._write_lock, self._transaction():
+            with self._transaction():
                 if isinstance(self.db, peewee.PostgresqlDatabase):
                     # Two processes creating the tables at once would collide in the catalog.
                     self.db.execute_sql("SELECT pg_advisory_xact_lock(7261)")
@@ -416,6 +460,11 @@ class Store:
 
     # -- running statements -----------------------------------------------
 
+    def _writing(self, *, exclusive: bool = False) -> Any:
+        if self._gate is None:
+            return contextlib.nullcontext()
+        return self._gate.exclusive() if exclusive else self._gate.shared()
+
     def _execute(self, stmt: _Statement, values: dict[str, Any]) -> Any:
         try:
             return self.db.execute_sql(stmt.sql, stmt.bind(values))
@@ -443,7 +492,7 @@ class Store:
         params = stmt.bind(values)
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                with self._write_lock:
+                with self._writing(exclusive=stmt is self._purge):
                     cursor = self.db.execute_sql(stmt.sql, params)
                     try:
                         # Fetch every row: an UPDATE ... RETURNING is not finished, nor its
@@ -527,7 +576,7 @@ class Store:
             yield
         finally:
             self.db.execute_sql("PRAGMA wal_autocheckpoint = 1000")
-            with self._write_lock:
+            with self._writing(exclusive=True):
                 self.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _purge_range(self, cutoff: int, low: int, last: int, lease: tuple[str, int] | None) -> int:
@@ -554,14 +603,14 @@ class Store:
             return
         incremental = self.db.execute_sql("PRAGMA auto_vacuum").fetchone()[0] == 2
         while incremental:
-            with self._write_lock:
+            with self._writing(exclusive=True):
                 if not self.db.execute_sql("PRAGMA freelist_count").fetchone()[0]:
                     break
                 # A bounded step per transaction, so other writers wait for one step at most.
                 # executescript: sqlite3's execute() steps this pragma once, freeing one page.
                 self.db.connection().executescript("PRAGMA incremental_vacuum(2000);")
             time.sleep(0.001)
-        with self._write_lock:
+        with self._writing(exclusive=True):
             self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # -- runners --------------------------------------------------------------
@@ -588,7 +637,7 @@ class Store:
 
     def bury_runner(self, token: str, message: str, now: int) -> int:
         """Mark every unfinished task of a runner DEAD and forget the runner, in one transaction."""
-        with self._write_lock:
+        with self._writing():
             try:
                 with self._transaction():
                     cursor = self.db.execute_sql(

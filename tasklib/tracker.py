@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from . import jsonvalue
+from .checks import MAX_ID, check_message, check_progress, check_text, check_user
 from .clock import Instant, duration_ms, now_ms, to_ms
 from .errors import InvalidTransition, PermissionDenied, TaskNotCancellable, TaskNotFound, TrackerClosed
 from .liveness import Runner, gone_message, process_exists
@@ -27,7 +28,6 @@ DEFAULT_BASE_PATH = "/rest/api/3/task/"
 # Ids are the store's positive 64-bit integers written plainly: no sign, no
 # leading zero, no whitespace, ASCII digits only.
 _ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
-_MAX_ID = 2**63 - 1
 _STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
 _UNFINISHED = frozenset(status.value for status in TaskStatus if not status.is_terminal)
 
@@ -41,21 +41,9 @@ def parse_id(task_id: str) -> int:
     if len(task_id) > 19 or not _ID.fullmatch(task_id):
         raise TaskNotFound(task_id)
     value = int(task_id)
-    if value > _MAX_ID:
+    if value > MAX_ID:
         raise TaskNotFound(task_id)
     return value
-
-
-def _check_user(name: str, value: object, *, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int user id, not {type(value).__name__}")
-
-
-def _check_message(message: object) -> None:
-    if message is not None and not isinstance(message, str):
-        raise TypeError(f"message must be a str or None, not {type(message).__name__}")
 
 
 class TaskTracker:
@@ -233,9 +221,8 @@ class TaskTracker:
         Raises TypeError for arguments of the wrong type, TrackerClosed once
         closed, StoreError if the store cannot be written.
         """
-        if description is not None and not isinstance(description, str):
-            raise TypeError(f"description must be a str or None, not {type(description).__name__}")
-        _check_user("submitted_by", submitted_by, optional=False)
+        check_text("description", description)
+        check_user("submitted_by", submitted_by, optional=False)
         if fn is None:
             if args or kwargs:
                 raise TypeError("submit() without a function takes no other arguments")
@@ -295,11 +282,8 @@ class TaskTracker:
         A ``message`` of None keeps the message stored. Raises TypeError/ValueError
         for bad values, TaskNotFound, or InvalidTransition once the task is finished.
         """
-        if not isinstance(progress, int) or isinstance(progress, bool):
-            raise TypeError(f"progress must be an int from 0 to 100, not {type(progress).__name__}")
-        if not 0 <= progress <= 100:
-            raise ValueError(f"progress must be from 0 to 100, got {progress}")
-        _check_message(message)
+        check_progress(progress)
+        check_message(message)
         return self._apply(task_id, Event.PROGRESS, progress=progress, message=message)
 
     def complete(self, task_id: str, result: Any = None, *, message: str | None = None) -> Task:
@@ -308,7 +292,7 @@ class TaskTracker:
         Raises TypeError/ValueError for a result JSON cannot represent (before
         anything is written), TaskNotFound, or InvalidTransition once finished.
         """
-        _check_message(message)
+        check_message(message)
         return self._apply(task_id, Event.COMPLETE, result=self._encode(result), message=message)
 
     def fail(self, task_id: str, message: str | None = None, *, result: Any = None) -> Task:
@@ -316,7 +300,7 @@ class TaskTracker:
 
         Raises as :meth:`complete` does.
         """
-        _check_message(message)
+        check_message(message)
         return self._apply(task_id, Event.FAIL, result=self._encode(result), message=message)
 
     def acknowledge_cancel(self, task_id: str, message: str | None = None) -> Task:
@@ -326,7 +310,7 @@ class TaskTracker:
         ``task.cancel_requested`` (every :meth:`update_progress` returns the task).
         Raises TaskNotFound, or InvalidTransition if no cancel was requested.
         """
-        _check_message(message)
+        check_message(message)
         return self._apply(task_id, Event.ACKNOWLEDGE_CANCEL, message=message)
 
     def mark_dead(self, task_id: str, message: str) -> Task:
@@ -336,6 +320,7 @@ class TaskTracker:
         """
         if not isinstance(message, str):
             raise TypeError(f"message must be a str, not {type(message).__name__}")
+        check_message(message)
         return self._apply(task_id, Event.DIE, message=message)
 
     def cancel(self, task_id: str, *, as_user: int | None = None) -> Task:
@@ -346,7 +331,7 @@ class TaskTracker:
         that the user submitted the task or is an administrator. Raises TaskNotFound,
         PermissionDenied, or TaskNotCancellable for a finished task.
         """
-        _check_user("as_user", as_user, optional=True)
+        check_user("as_user", as_user, optional=True)
         key = parse_id(task_id)
         self._check_open()
         if as_user is not None:
@@ -397,7 +382,7 @@ class TaskTracker:
         Raises TaskNotFound (for any id that is not a task's, whoever asks) or
         PermissionDenied.
         """
-        _check_user("as_user", as_user, optional=True)
+        check_user("as_user", as_user, optional=True)
         key = parse_id(task_id)
         self._check_open()
         record = self._fetch(key, task_id)
@@ -422,13 +407,13 @@ class TaskTracker:
                 status = TaskStatus(status)
             except ValueError:
                 raise ValueError(f"status must be one of {', '.join(s.value for s in TaskStatus)}, got {status!r}") from None
-        _check_user("submitted_by", submitted_by, optional=True)
+        check_user("submitted_by", submitted_by, optional=True)
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise TypeError(f"limit must be an int, not {type(limit).__name__}")
         if not 1 <= limit <= 1000:
             raise ValueError(f"limit must be from 1 to 1000, got {limit}")
         if after is None:
-            before = _MAX_ID
+            before = MAX_ID
         else:
             try:
                 before = parse_id(after)

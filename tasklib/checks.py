@@ -1,0 +1,40 @@
+"""Checks of the arguments the public API takes: TypeError or ValueError, before any write."""
+
+from __future__ import annotations
+
+__all__ = ["MAX_ID", "check_message", "check_progress", "check_text", "check_user"]
+
+#: Ids and user ids are Jira's int64.
+MAX_ID = 2**63 - 1
+
+
+def check_user(name: str, value: object, *, optional: bool) -> None:
+    """A user id: an int (not a bool) that fits in 64 bits; None too when ``optional``."""
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int user id, not {type(value).__name__}")
+    if not -MAX_ID - 1 <= value <= MAX_ID:
+        raise ValueError(f"{name} must fit in 64 bits, as Jira's int64 submittedBy, got {value}")
+
+
+def check_text(name: str, value: object) -> None:
+    """An optional text: None or a str without NUL characters (PostgreSQL cannot store them)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError(f"{name} must not contain NUL characters")
+
+
+def check_message(message: object) -> None:
+    check_text("message", message)
+
+
+def check_progress(progress: object) -> None:
+    """A progress percentage: an int (not a bool or a float) from 0 to 100."""
+    if not isinstance(progress, int) or isinstance(progress, bool):
+        raise TypeError(f"progress must be an int from 0 to 100, not {type(progress).__name__}")
+    if not 0 <= progress <= 100:
+        raise ValueError(f"progress must be from 0 to 100, got {progress}")
