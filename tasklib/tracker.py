@@ -335,7 +335,7 @@ class TaskTracker:
         key = parse_id(task_id)
         self._check_open()
         if as_user is not None:
-            self._authorize(self._fetch(key, task_id), as_user)
+            self._authorize(self._fetch(key, task_id, now_ms()), as_user)
         task = self._transition(task_id, Event.CANCEL)
         pool = self._pool
         if pool is not None and task.status is TaskStatus.CANCEL_REQUESTED:
@@ -385,10 +385,11 @@ class TaskTracker:
         check_user("as_user", as_user, optional=True)
         key = parse_id(task_id)
         self._check_open()
-        record = self._fetch(key, task_id)
+        now = now_ms()
+        record = self._fetch(key, task_id, now)
         if as_user is not None:
             self._authorize(record, as_user)
-        return self._task(record, now_ms())
+        return self._task(record, now)
 
     def list(
         self,
@@ -428,12 +429,12 @@ class TaskTracker:
 
     # -- internals --------------------------------------------------------
 
-    def _fetch(self, key: int, task_id: str) -> Record:
+    def _fetch(self, key: int, task_id: str, now: int) -> Record:
         found = self._store.fetch(key)
         if found is None:
             raise TaskNotFound(task_id)
         record, beat = found
-        return self._reconciled(record, beat, now_ms())
+        return self._reconciled(record, beat, now)
 
     def _reconciled(self, record: Record, beat: Heartbeat, now: int) -> Record:
         """The record, made DEAD first if its runner is gone: a reader never sees a dead task alive."""
@@ -445,7 +446,7 @@ class TaskTracker:
         dead = self._store.apply(record.id, Event.DIE, now, message=why)
         if dead is not None:
             return dead
-        return self._fetch(record.id, str(record.id))  # it finished meanwhile
+        return self._fetch(record.id, str(record.id), now)  # it finished meanwhile
 
     def _why_dead(self, record: Record, beat: Heartbeat, now: int) -> str | None:
         if record.runner is not None:
@@ -507,7 +508,8 @@ class TaskTracker:
         return self._transition(task_id, event, **data)
 
     def _read(self, task_id: str) -> Task:
-        return self._task(self._fetch(parse_id(task_id), task_id), now_ms())
+        now = now_ms()
+        return self._task(self._fetch(parse_id(task_id), task_id, now), now)
 
     def _transition(self, task_id: str, event: Event, **data: Any) -> Task:
         """Apply ``event``; the workers call this directly, also while the tracker closes."""
@@ -517,7 +519,7 @@ class TaskTracker:
         if record is None:
             # Nothing written: say why. Statuses only move forward, so what we read
             # now is a status in which the compare-and-set would also have failed.
-            record = self._fetch(key, task_id)
+            record = self._fetch(key, task_id, now)
             status = _STATUS[record.status]
             if event not in TRANSITIONS[status]:
                 error = TaskNotCancellable if event is Event.CANCEL else InvalidTransition
