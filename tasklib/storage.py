@@ -465,18 +465,20 @@ class Store:
             return contextlib.nullcontext()
         return self._gate.exclusive() if exclusive else self._gate.shared()
 
-    def _execute(self, stmt: _Statement, values: dict[str, Any]) -> Any:
+    def _rows(self, stmt: _Statement, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        # Reads go to the driver's cursor under peewee's exception mapping, skipping
+        # execute_sql's logging and hooks: on the get() path they cost as much as SQLite.
         try:
-            return self.db.execute_sql(stmt.sql, stmt.bind(values))
+            with peewee.__exception_wrapper__:
+                cursor = self.db.cursor()
+                try:
+                    cursor.execute(stmt.sql, stmt.bind(values))
+                    return cursor.fetchall()
+                finally:
+                    cursor.close()
         except peewee.DatabaseError as exc:
             raise StoreError(f"the store {self.name} could not run a statement: {exc}") from exc
-
-    def _rows(self, stmt: _Statement, values: dict[str, Any]) -> list[tuple[Any, ...]]:
-        cursor = self._execute(stmt, values)
-        try:
-            return cursor.fetchall()
         finally:
-            cursor.close()
             self._release()
 
     def _release(self) -> None:
