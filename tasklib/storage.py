@@ -55,6 +55,9 @@ PURGE_BATCH_MIN, PURGE_BATCH_MAX = 500, 100_000
 
 _UNFINISHED = [s.value for s in TaskStatus if not s.is_terminal]
 
+# peewee's mapping of the driver's exceptions to its own, as execute_sql applies it.
+_DRIVER_ERRORS = peewee.__exception_wrapper__  # type: ignore[attr-defined]
+
 
 class Record(NamedTuple):
     """One stored task row."""
@@ -469,7 +472,7 @@ class Store:
         # Reads go to the driver's cursor under peewee's exception mapping, skipping
         # execute_sql's logging and hooks: on the get() path they cost as much as SQLite.
         try:
-            with peewee.__exception_wrapper__:
+            with _DRIVER_ERRORS:
                 cursor = self.db.cursor()
                 try:
                     cursor.execute(stmt.sql, stmt.bind(values))
@@ -529,7 +532,7 @@ class Store:
         row = rows[0]
         return Record._make(row[:12]), Heartbeat._make(row[12:])
 
-    def list(
+    def page(
         self, *, status: str | None, submitted_by: int | None, before: int, limit: int
     ) -> list[tuple[Record, Heartbeat]]:
         """Up to ``limit`` tasks with ids below ``before``, newest first, filtered when given."""
@@ -631,11 +634,11 @@ class Store:
 
     def dead_runners(self, cutoff: int, *, me: str) -> list[tuple[str, str, int]]:
         """Runners other than ``me`` whose last heartbeat is older than ``cutoff``: (token, host, pid)."""
-        return [tuple(r) for r in self._rows(self._runners_dead, {"cutoff": cutoff, "token": me})]  # type: ignore[misc]
+        return [tuple(r) for r in self._rows(self._runners_dead, {"cutoff": cutoff, "token": me})]
 
     def runners_on_host(self, host: str, *, me: str) -> list[tuple[str, int]]:
         """Runners other than ``me`` recorded on ``host``: (token, pid)."""
-        return [tuple(r) for r in self._rows(self._runners_on_host, {"host": host, "token": me})]  # type: ignore[misc]
+        return [tuple(r) for r in self._rows(self._runners_on_host, {"host": host, "token": me})]
 
     def bury_runner(self, token: str, message: str, now: int) -> int:
         """Mark every unfinished task of a runner DEAD and forget the runner, in one transaction."""
@@ -649,7 +652,7 @@ class Store:
                     )
                     count = self.db.rows_affected(cursor)
                     self.db.execute_sql(self._runner_delete.sql, self._runner_delete.bind({"token": token}))
-                    return count
+                    return int(count)
             except peewee.DatabaseError as exc:
                 raise StoreError(f"the store {self.name} could not be written: {exc}") from exc
             finally:
@@ -675,7 +678,7 @@ class Store:
         """Close the connections of a database tasklib opened itself (a pool: all of them)."""
         if not self._owned:
             return
-        if self._pooled:
+        if isinstance(self.db, PooledDatabase):
             self.db.close_all()
         elif not self.db.is_closed():
             self.db.close()

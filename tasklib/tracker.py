@@ -234,7 +234,7 @@ class TaskTracker:
         runner = self._runner.token if pool is not None else None
         record = self._store.insert(description=description, submitted_by=submitted_by, now=now, runner=runner)
         task = self._task(record, now)
-        if pool is not None:
+        if pool is not None and fn is not None:
             pool.submit(task.id, fn, args, kwargs)
         return task
 
@@ -422,7 +422,7 @@ class TaskTracker:
                 raise ValueError(f"after must be a task id, got {after!r}") from None
         self._check_open()
         now = now_ms()
-        found = self._store.list(
+        found = self._store.page(
             status=None if status is None else status.value, submitted_by=submitted_by, before=before, limit=limit
         )
         return [self._task(self._reconciled(record, beat, now), now) for record, beat in found]
