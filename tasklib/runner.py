@@ -252,6 +252,10 @@ class WorkerPool:
                 if handle._dirty:
                     self.flush_later(handle)
 
+    def run_here(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Run a recorded ENQUEUED task's function in the calling thread, to its end."""
+        self._execute(task_id, fn, args, kwargs)
+
     def _execute(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         with self._lock:
             self._queued.pop(task_id, None)
