@@ -164,6 +164,9 @@ class TaskResource:
             user = self.authenticate(headers)
             if user is None:
                 return error(401, _UNAUTHENTICATED)
+            if not isinstance(user, int) or isinstance(user, bool):
+                # The host's bug: say so by name rather than let the tracker blame as_user.
+                raise TypeError(f"authenticate() must return an int user id or None, not {type(user).__name__}")
         try:
             if cancel:
                 task = self.tracker.cancel(task_id, as_user=user)

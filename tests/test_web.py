@@ -736,3 +736,13 @@ def test_raw_wire_requests_get_the_right_answer(
                 task = check(200, content_type.split(b":", 1)[1].strip().decode(), body)
                 assert (task["id"], task["submittedBy"]) == ("1", OWNER)
     assert rows(tracker) == before
+
+
+@pytest.mark.parametrize("bad", [True, "10000", 1.0], ids=repr)
+def test_authenticator_returning_a_non_int_is_the_hosts_error(make_tracker: Any, bad: object) -> None:
+    """An authenticate() that returns something other than an int or None raises TypeError naming it."""
+    tracker = make_tracker()
+    task = tracker.submit(submitted_by=1)
+    resource = TaskResource(tracker, authenticate=lambda headers: bad)
+    with pytest.raises(TypeError, match="authenticate"):
+        resource.handle("GET", f"/rest/api/3/task/{task.id}", {})
