@@ -5,7 +5,7 @@ tasklib's own prepared statements) and the same pragmas, on files in the same
 directory. Rounds alternate between the two sides and the best round of each
 counts, so a noisy neighbour hurts both alike. Target: every ratio >= 0.5.
 
-    python benchmarks/bench_core.py [--tasks 20000] [--rounds 3]
+    python benchmarks/bench_core.py [--tasks 20000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def run_sqlite3(path: str, n: int, statements: dict[str, tuple[str, Callable[...
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         probe = TaskTracker(os.path.join(tmp, "probe.db"))
