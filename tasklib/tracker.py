@@ -173,13 +173,17 @@ class TaskTracker:
                 return
             self._closing = True
             opened = self._opened
-        if opened:
-            self._maintenance.stop()
-            assert self._pool is not None
-            self._pool.shutdown(wait=wait)
-            self._store.remove_runner(self._runner.token)
-        self._closed = True
-        self._store.close()
+        try:
+            if opened:
+                self._maintenance.stop()
+                assert self._pool is not None
+                self._pool.shutdown(wait=wait)
+                # If this write fails (store locked), readers still see our tasks
+                # finished; the runner row just ages out and is swept.
+                self._store.remove_runner(self._runner.token)
+        finally:
+            self._closed = True
+            self._store.close()
 
     def _workers(self) -> WorkerPool:
         self.open()
