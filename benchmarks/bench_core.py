@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from tasklib import TaskTracker  # noqa: E402
 from tasklib.clock import now_ms  # noqa: E402
 from tasklib.status import Event  # noqa: E402
-from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS  # noqa: E402
+from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_FILE_PRAGMAS, SQLITE_PRAGMAS  # noqa: E402
 
 OPS = ("submit", "update_progress", "get+to_json", "complete")
 ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -58,7 +58,7 @@ def run_sqlite3(path: str, n: int, statements: dict[str, tuple[str, Callable[...
     # Create the same tables with tasklib, then close it: only the statements are timed.
     TaskTracker(path).close()
     conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
-    for name, value in SQLITE_PRAGMAS:
+    for name, value in SQLITE_FILE_PRAGMAS + SQLITE_PRAGMAS:
         conn.execute(f"PRAGMA {name} = {value}")
     times: dict[str, float] = {}
     insert_sql, insert_bind = statements["insert"]

@@ -30,7 +30,7 @@ import tasklib  # noqa: E402
 from tasklib import TaskTracker  # noqa: E402
 from tasklib.clock import now_ms  # noqa: E402
 from tasklib.status import Event  # noqa: E402
-from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS  # noqa: E402
+from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_FILE_PRAGMAS, SQLITE_PRAGMAS  # noqa: E402
 
 WORKERS = 4
 INSERT = ("INSERT INTO tasklib_task (status, description, submitted_by, progress, submitted, last_update) "
@@ -47,7 +47,7 @@ def noop() -> None:
 
 def connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-    for name, value in SQLITE_PRAGMAS:
+    for name, value in SQLITE_FILE_PRAGMAS + SQLITE_PRAGMAS:
         conn.execute(f"PRAGMA {name} = {value}")
     return conn
 

@@ -19,13 +19,18 @@ def check_user(name: str, value: object, *, optional: bool) -> None:
 
 
 def check_text(name: str, value: object) -> None:
-    """An optional text: None or a str without NUL characters (PostgreSQL cannot store them)."""
+    """An optional text: None or a str a store can hold: no NUL (PostgreSQL refuses it), no lone surrogate."""
     if value is None:
         return
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
     if "\x00" in value:
         raise ValueError(f"{name} must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{name} holds a lone surrogate at index {exc.start}, which UTF-8 cannot encode") from None
 
 
 def check_message(message: object) -> None:

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
-__all__ = ["decode", "encode"]
+__all__ = ["MAX_DEPTH", "decode", "dumps", "encode", "storable_text"]
+
+#: How deeply a stored value may nest lists and objects. Python's JSON reader
+#: recurses once per level, so a much deeper value, once stored, could not be read
+#: back by a caller already some frames deep; Jira's results are shallow.
+MAX_DEPTH = 100
+
+logger = logging.getLogger("tasklib")
+
+# One encoder for every call: json.dumps with options builds a new one each time.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def dumps(value: Any) -> str:
+    """``value`` as compact JSON text, non-ASCII kept as is: tasklib's one JSON form."""
+    return _COMPACT.encode(value)
 
 
 def encode(value: Any, name: str = "result") -> str:
@@ -14,32 +30,51 @@ def encode(value: Any, name: str = "result") -> str:
 
     Raises TypeError naming where a value JSON cannot represent sits (a set, a
     datetime, an object, a dict key that is not a str), and ValueError for NaN
-    or an infinity, or nesting too deep to encode.
+    or an infinity, a text UTF-8 cannot encode (a lone surrogate), or nesting
+    deeper than MAX_DEPTH levels. Nothing is written when it raises.
     """
-    try:
-        _check(value, name)
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except RecursionError:
-        raise ValueError(f"{name} is nested too deeply to store as JSON") from None
+    _check(value, name, 0)
+    return dumps(value)
 
 
 def decode(text: str) -> Any:
-    """The value :func:`encode` wrote."""
-    return json.loads(text)
+    """The value :func:`encode` wrote; None, logged, for a stored text that cannot be read back.
+
+    A value stored by an older tasklib may nest deeper than a reader's stack allows:
+    it must not make the task unreadable.
+    """
+    try:
+        return json.loads(text)
+    except (RecursionError, ValueError) as exc:
+        logger.warning("a stored result cannot be read back (%s); it is shown as absent", type(exc).__name__)
+        return None
 
 
-def _check(value: Any, where: str) -> None:
+def storable_text(text: str) -> str:
+    """``text`` with what a store cannot hold written as escapes: lone surrogates, NUL."""
+    if text.isascii():
+        return text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _check(value: Any, where: str, depth: int) -> None:
     # json.dumps alone would turn tuples into lists and int keys into strings, so the
     # value would not come back equal; walk it once and refuse such shapes up front.
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, str):
+        _check_utf8(value, where)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{where} is {value!r}, which JSON cannot represent")
         return
+    if isinstance(value, (list, dict)) and depth >= MAX_DEPTH:
+        where = where if len(where) <= 60 else where[:60] + "..."
+        raise ValueError(f"{where} nests lists and objects deeper than {MAX_DEPTH} levels, more than tasklib stores")
     if isinstance(value, list):
         for i, item in enumerate(value):
-            _check(item, f"{where}[{i}]")
+            _check(item, f"{where}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
@@ -47,7 +82,19 @@ def _check(value: Any, where: str) -> None:
                 raise TypeError(
                     f"{where} has a key {key!r} of type {type(key).__name__}; JSON object keys must be str"
                 )
-            _check(item, f"{where}[{key!r}]")
+            _check_utf8(key, f"{where} key")
+            _check(item, f"{where}[{key!r}]", depth + 1)
         return
     hint = " (use a list)" if isinstance(value, tuple) else ""
     raise TypeError(f"{where} is a {type(value).__name__}, which JSON cannot represent{hint}")
+
+
+def _check_utf8(text: str, where: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{where} holds {text[exc.start]!a} at index {exc.start}, a lone surrogate that UTF-8 cannot encode"
+        ) from None

@@ -1,8 +1,10 @@
 """The tracker's scheduled maintenance, on an APScheduler 3.x scheduler.
 
-Two jobs per tracker, with fixed ids under the tracker's name so that a restart
-replaces them instead of adding more: ``{name}:purge`` deletes expired tasks and
+Two jobs per tracker, with fixed ids under the tracker's name (by default one
+derived from its store): ``{name}:purge`` deletes expired tasks and
 ``{name}:heartbeat`` renews this process's heartbeat and sweeps dead runners.
+A tracker refuses to open on a host scheduler that already has its jobs, which
+would be another open tracker's.
 A scheduler the host passes in is only given jobs: it is never started, stopped
 or reconfigured here.
 """
@@ -30,7 +32,7 @@ def _guarded(what: str, job: Callable[[], object]) -> Callable[[], None]:
         try:
             job()
         except Exception:
-            logger.exception("tasklib: %s failed; it runs again next round", what)
+            logger.exception("%s failed; it runs again next round", what)
 
     run.__name__ = run.__qualname__ = f"tasklib_{what}"
     return run
@@ -56,6 +58,21 @@ class Maintenance:
             (self.job_ids[0], _guarded("purge", purge), purge_interval),
             (self.job_ids[1], _guarded("heartbeat", heartbeat), heartbeat_interval),
         )
+
+    def check_free(self) -> None:
+        """Raise ValueError if the host's scheduler already has this tracker's jobs.
+
+        Those jobs belong to another open tracker on the same store (or of the same
+        ``name``); replacing them would leave that tracker without maintenance.
+        """
+        if self.scheduler is None or self._owned:
+            return
+        for job_id in self.job_ids:
+            if self.scheduler.get_job(job_id) is not None:
+                raise ValueError(
+                    f"the scheduler already has the job {job_id!r} of another open tracker; "
+                    "close that tracker first, or give this one another name"
+                )
 
     def start(self) -> None:
         """Add the jobs, and start the scheduler if tasklib makes its own."""

@@ -17,7 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from .checks import check_message, check_progress
-from .errors import InvalidTransition, TaskCancelled, TaskError, TaskNotFound, TrackerClosed
+from .errors import InvalidTransition, StoreError, TaskCancelled, TaskError, TaskNotFound, TrackerClosed
+from .jsonvalue import storable_text
 from .status import Event, TaskStatus
 from .task import Task
 
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
 __all__ = ["TaskHandle", "WorkerPool", "current_task"]
 
 logger = logging.getLogger("tasklib")
+
+#: Backoff of a write the store refused (locked, full, restarting): first and longest pause, seconds.
+RETRY_FIRST, RETRY_LONGEST = 0.05, 2.0
+#: How long, once the tracker closes, a task's final write keeps being tried before
+#: close() gives up on it (the task is then marked DEAD, or swept by another tracker).
+CLOSE_GRACE = 5.0
 
 _current: contextvars.ContextVar["TaskHandle | None"] = contextvars.ContextVar("tasklib_current_task", default=None)
 
@@ -121,6 +128,12 @@ class TaskHandle:
             # tell its code to stop, as a cancel request would.
             self._cancelled = True
             return
+        except StoreError as exc:
+            # Progress can wait: kept for the next write, and the final write carries it anyway.
+            self._dirty = True
+            logger.warning("progress not written yet, will retry: %s", exc, extra={"task_id": self.id})
+            self._pool.flush_later(self)
+            return
         self._see(task)
 
     def _see(self, task: Task) -> None:
@@ -138,6 +151,8 @@ class TaskHandle:
                 self._see(self._pool.tracker._read(self.id))
             except TaskNotFound:
                 self._cancelled = True
+            except StoreError:
+                self._next_poll = time.monotonic() + self._interval  # unknown for now: ask again later
         return self._cancelled
 
     def raise_if_cancelled(self) -> None:
@@ -171,6 +186,8 @@ class WorkerPool:
         self._running: dict[str, TaskHandle] = {}
         self._outcomes: dict[str, _Outcome] = {}
         self._dirty: set[TaskHandle] = set()
+        self._closing = threading.Event()
+        self._closing_at = float("inf")
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="tasklib-progress", daemon=True)
         self._flusher.start()
@@ -211,6 +228,8 @@ class WorkerPool:
         running ones are asked to cancel; either way this returns once every
         worker has stopped.
         """
+        self._closing_at = time.monotonic()
+        self._closing.set()
         if not wait:
             with self._lock:
                 queued = list(self._queued.items())
@@ -224,6 +243,27 @@ class WorkerPool:
         self._executor.shutdown(wait=True)
         self._stop.set()
         self._flusher.join()
+
+    def _persist(self, task_id: str, what: str, write: Callable[[], Task]) -> Task | None:
+        """``write()``, tried again with backoff while the store refuses it.
+
+        Gives up (None) only once the tracker has been closing for CLOSE_GRACE
+        seconds; close() then ends the task itself. A task's outcome is never
+        dropped because the store was briefly locked, full or restarting.
+        """
+        pause = RETRY_FIRST
+        while True:
+            try:
+                return write()
+            except StoreError as exc:
+                if time.monotonic() - self._closing_at > CLOSE_GRACE:
+                    logger.error("gave up writing the %s of task %s at close: %s", what, task_id, exc,
+                                 extra={"task_id": task_id})
+                    return None
+                logger.warning("could not write the %s of task %s, retrying in %.2f s: %s", what, task_id, pause, exc,
+                               extra={"task_id": task_id})
+                time.sleep(pause)
+                pause = min(pause * 2, RETRY_LONGEST)
 
     def _abandon(self, task_id: str) -> None:
         with self._lock:
@@ -248,7 +288,7 @@ class WorkerPool:
                 try:
                     handle.flush_if_due()
                 except Exception:
-                    logger.exception("tasklib: could not write the progress of task %s", handle.id)
+                    logger.exception("could not write the progress of task %s", handle.id, extra={"task_id": handle.id})
                 if handle._dirty:
                     self.flush_later(handle)
 
@@ -261,9 +301,11 @@ class WorkerPool:
             self._queued.pop(task_id, None)
         try:
             try:
-                self.tracker._transition(task_id, Event.START)
+                started = self._persist(task_id, "start", lambda: self.tracker._transition(task_id, Event.START))
             except (InvalidTransition, TaskNotFound):
                 return  # cancelled (or removed) before it started: it never runs
+            if started is None:
+                return  # the store refused the start until close: close() ends the task unrun
             handle = TaskHandle(self, task_id, self._interval)
             with self._lock:
                 self._running[task_id] = handle
@@ -275,7 +317,7 @@ class WorkerPool:
                     self._dirty.discard(handle)
         except BaseException:
             # Nothing a task does may kill a worker: even a failed store write ends here.
-            logger.exception("tasklib: worker failed while running task %s", task_id)
+            logger.exception("worker failed while running task %s", task_id, extra={"task_id": task_id})
         finally:
             self._finish(task_id)
 
@@ -298,9 +340,8 @@ class WorkerPool:
             self._end_cancelled(handle, exc)
             return
         except BaseException as exc:  # noqa: BLE001 - a task may raise anything, and must not kill its worker
-            logger.error("tasklib: task %s failed", task_id, exc_info=exc)
-            text = str(exc)
-            self._end(handle, Event.FAIL, message=f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+            logger.error("task %s failed", task_id, exc_info=exc, extra={"task_id": task_id})
+            self._end(handle, Event.FAIL, message=describe(exc))
             return
         finally:
             _current.reset(token)
@@ -308,7 +349,7 @@ class WorkerPool:
             encoded = self.tracker._encode(result)
         except (TypeError, ValueError) as exc:
             message = f"the task returned a {type(result).__name__}, which cannot be stored as JSON: {exc}"
-            self._end(handle, Event.FAIL, message=message)
+            self._end(handle, Event.FAIL, message=storable_text(message))
             return
         self._end(handle, Event.COMPLETE, result=encoded)
 
@@ -318,7 +359,7 @@ class WorkerPool:
         except InvalidTransition as refused:
             if refused.status is TaskStatus.RUNNING:
                 # TaskCancelled raised with no cancel request: the task gave up on its own.
-                self._end(handle, Event.FAIL, message=f"TaskCancelled: {exc}")
+                self._end(handle, Event.FAIL, message=describe(exc))
 
     def _end(self, handle: TaskHandle, event: Event, *, quiet: bool = True, **data: Any) -> None:
         """Record how the task ended, with its last progress report in the same write."""
@@ -326,15 +367,31 @@ class WorkerPool:
         data.setdefault("message", message)
         data.setdefault("progress", progress)
         try:
-            task = self.tracker._transition(handle.id, event, **data)
+            task = self._persist(handle.id, "outcome", lambda: self.tracker._transition(handle.id, event, **data))
         except (InvalidTransition, TaskNotFound) as exc:
             if not quiet and isinstance(exc, InvalidTransition):
                 raise
-            logger.warning("tasklib: task %s ended, but could not be recorded: %s", handle.id, exc)
+            logger.warning("task %s ended, but could not be recorded: %s", handle.id, exc, extra={"task_id": handle.id})
+            return
+        if task is None:
             return
         outcome = self._outcomes.get(handle.id)
         if outcome is not None:
             outcome.task = task
+
+
+def describe(exc: BaseException) -> str:
+    """``"ExceptionType: text"`` for a task's message, in a form every store can hold.
+
+    An exception whose ``str()`` itself raises is named by its type alone; lone
+    surrogates and NUL characters are written as escapes.
+    """
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the task's outcome
+        text = "(its message could not be read)"
+    name = type(exc).__name__
+    return storable_text(f"{name}: {text}" if text else name)
 
 
 async def _await(awaitable: Any) -> Any:

@@ -14,6 +14,7 @@ parameters: portable, and near the speed of the driver.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import time
@@ -23,7 +24,7 @@ import peewee
 from peewee import SQL, Case, Value, fn
 from playhouse import db_url
 from playhouse.migrate import SchemaMigrator, migrate
-from playhouse.pool import PooledDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledDatabase
 
 from .clock import now_ms
 from .errors import StoreError
@@ -35,18 +36,30 @@ __all__ = ["Heartbeat", "Record", "Store", "SCHEMA_VERSION"]
 #: 1: tasks and meta. 2: the runner of each task, runners' heartbeats, leases.
 SCHEMA_VERSION = 2
 
-#: Pragmas of a SQLite database that tasklib opens itself. WAL lets readers run
-#: beside the writer; synchronous=FULL makes every commit survive a power loss, not
-#: only a crash; incremental auto-vacuum lets a purge give space back without a VACUUM.
-SQLITE_PRAGMAS: tuple[tuple[str, Any], ...] = (
-    ("auto_vacuum", "incremental"),  # first: it only takes before the file has its first page
+#: Settings of a SQLite file, made once when tasklib creates it (they persist in
+#: the file). Incremental auto-vacuum lets a purge give space back without a
+#: VACUUM, and takes only before the file's first page is written; WAL lets
+#: readers run beside the writer. As connection pragmas both would take the write
+#: lock, so every new connection, readers included, would wait for a writer.
+SQLITE_FILE_PRAGMAS: tuple[tuple[str, Any], ...] = (
+    ("auto_vacuum", "incremental"),
     ("journal_mode", "wal"),
-    ("synchronous", "full"),
 )
+#: Pragmas set on every connection to a SQLite file tasklib opens itself:
+#: synchronous=FULL makes every commit survive a power loss, not only a crash.
+SQLITE_PRAGMAS: tuple[tuple[str, Any], ...] = (("synchronous", "full"),)
+#: The URL schemes tasklib opens itself, and the extra that brings each one's driver.
+SCHEMES = {"sqlite": None, "postgres": "postgres", "postgresql": "postgres"}
+#: Connections a PostgreSQL pool opened by tasklib may hold, and seconds a caller
+#: waits for one when all are in use before StoreError.
+DEFAULT_POOL_SIZE = 32
+DEFAULT_POOL_TIMEOUT = 10.0
 #: Seconds a SQLite connection waits for another writer's lock before giving up.
 SQLITE_BUSY_TIMEOUT = 10.0
 #: Attempts of a write that SQLite refused as busy or locked before the caller is told.
 WRITE_ATTEMPTS = 5
+#: The key of the PostgreSQL advisory lock under which tasklib creates its tables.
+SCHEMA_LOCK_KEY = 7261
 
 #: Purge batches are sized so that one takes about this long (seconds): long
 #: enough to cost little per row, short enough that other writers barely wait.
@@ -57,6 +70,18 @@ _UNFINISHED = [s.value for s in TaskStatus if not s.is_terminal]
 
 # peewee's mapping of the driver's exceptions to its own, as execute_sql applies it.
 _DRIVER_ERRORS = peewee.__exception_wrapper__  # type: ignore[attr-defined]
+# What a database can raise through peewee: its mapped errors, and the pool's
+# "no connection free" (a ValueError of playhouse's own).
+_DATABASE_ERRORS = (peewee.PeeweeException, MaxConnectionsExceeded)
+
+#: The store's own clock in epoch milliseconds, read by the database itself.
+#: Liveness (heartbeats and their age) is judged on it alone, so hosts whose clocks
+#: disagree never declare each other's runners dead; on SQLite every process shares
+#: the machine's clock, read by SQLite (so an in-process fake clock cannot skew it).
+_CLOCK_SQL = {
+    "sqlite": "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)",
+    "postgres": "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+}
 
 
 class Record(NamedTuple):
@@ -77,11 +102,19 @@ class Record(NamedTuple):
 
 
 class Heartbeat(NamedTuple):
-    """The runner of a task, as last heard of; all None when its row is gone."""
+    """The runner of a task, as last heard of (host, pid, beat None when its row is gone).
+
+    ``clock`` is the store's clock when the row was read: ``clock - beat`` is the
+    heartbeat's age on one clock, whatever the reader's own clock says.
+    """
 
     host: str | None
     pid: int | None
     beat: int | None
+    clock: int
+
+#: Columns of a task row as the statements select them; a Heartbeat follows.
+ROW_WIDTH = len(Record._fields)
 
 
 class _Param:
@@ -186,34 +219,124 @@ def _models(db: peewee.Database) -> _Models:
     return _Models(TaskRow, MetaRow, RunnerRow, LeaseRow)
 
 
-def open_database(target: str | os.PathLike[str] | peewee.Database) -> tuple[peewee.Database, bool]:
+class _SqliteFile(peewee.SqliteDatabase):
+    """A SQLite database that knows every connection it opened, so close() can close them all.
+
+    peewee keeps one connection per thread; a worker thread's connection would
+    otherwise stay open (a file handle, the WAL's shared memory) until the garbage
+    collector finds the thread's state.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["check_same_thread"] = False  # close_all() closes other threads' connections
+        super().__init__(*args, **kwargs)
+        self._opened: set[Any] = set()
+        self._opened_lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        conn = super()._connect()
+        with self._opened_lock:
+            self._opened.add(conn)
+        return conn
+
+    def _close(self, conn: Any) -> None:
+        with self._opened_lock:
+            self._opened.discard(conn)
+        super()._close(conn)
+
+    def close_all(self) -> None:
+        with self._opened_lock:
+            conns, self._opened = self._opened, set()
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        # This thread's peewee state still names its (now closed) connection.
+        self._state.reset()
+
+
+def _memory_database() -> peewee.SqliteDatabase:
+    # ":memory:" gives each connection, so each peewee thread, its own empty
+    # database. One connection shared by the tracker's threads keeps one store;
+    # the Store serializes its statements on it (see Store._serial).
+    return _SqliteFile(":memory:", thread_safe=False, pragmas=(("synchronous", "off"),))
+
+
+def open_database(
+    target: str | os.PathLike[str] | peewee.Database,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+) -> tuple[peewee.Database, bool]:
     """The database for ``target`` and whether tasklib owns it (opened it itself).
 
     ``target`` is a peewee Database (the caller's, left configured as it is), a
-    database URL as playhouse.db_url reads it, or a SQLite file path.
+    database URL (``sqlite:///path``, ``postgresql://...``), a SQLite file path, or
+    ``":memory:"`` for a private store that lives as long as the tracker.
+    Raises TypeError/ValueError for a bad argument, StoreError for a database
+    tasklib cannot use (an unsupported scheme, a driver not installed, a peewee
+    in-memory SQLite database, which gives each thread its own empty database).
     """
     if isinstance(target, peewee.Database):
+        if isinstance(target, peewee.SqliteDatabase) and target.database in (":memory:", "") and target.thread_safe:
+            raise StoreError(
+                "a peewee SqliteDatabase(':memory:') gives each thread its own empty database; "
+                "pass ':memory:' to tasklib instead for a private in-memory store"
+            )
         return target, False
     if not isinstance(target, (str, os.PathLike)):
         raise TypeError(f"database must be a path, a URL or a peewee Database, not {type(target).__name__}")
     target = os.fspath(target)
     if not target:
         raise ValueError("database path is empty")
+    if "\x00" in target:
+        raise ValueError("database path must not contain NUL characters")
     if "://" not in target:
-        return peewee.SqliteDatabase(target, pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT), True
-    scheme = target.split("://", 1)[0]
-    extra: dict[str, Any] = {}
-    if scheme.startswith("sqlite"):
-        extra = {"pragmas": SQLITE_PRAGMAS, "timeout": SQLITE_BUSY_TIMEOUT}
-    elif scheme in ("postgres", "postgresql"):
-        # Pooled: connections outlive the threads that borrow them; one unused for
-        # five minutes is replaced rather than trusted.
-        target = "postgresql+pool" + target[len(scheme):]
-        extra = {"max_connections": 32, "stale_timeout": 300}
+        if target == ":memory:":
+            return _memory_database(), True
+        return _SqliteFile(target, pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT), True
+    scheme, rest = target.split("://", 1)
+    if scheme not in SCHEMES:
+        supported = ", ".join(f"{name}://" for name in SCHEMES)
+        raise StoreError(f"tasklib cannot use a {scheme[:20]}:// database; it supports {supported}")
+    if scheme == "sqlite":
+        path = rest[1:] if rest.startswith("/") else rest  # sqlite:///tasks.db is the file tasks.db
+        if path in (":memory:", ""):
+            return _memory_database(), True
+        return _SqliteFile(path, pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT), True
     try:
-        return db_url.connect(target, **extra), True
+        import psycopg2  # noqa: F401 - only to say which extra brings it
+    except ImportError:
+        raise StoreError(
+            f"{scheme}:// needs the PostgreSQL driver: pip install 'tasklib[{SCHEMES[scheme]}]'"
+        ) from None
+    # Pooled: connections outlive the threads that borrow them; one unused for five
+    # minutes is replaced rather than trusted; a full pool makes callers wait, then fail.
+    try:
+        return db_url.connect(
+            "postgresql+pool://" + rest, max_connections=pool_size, stale_timeout=300, timeout=pool_timeout
+        ), True
     except (RuntimeError, ValueError, ImportError, peewee.ImproperlyConfigured) as exc:
-        raise StoreError(f"cannot open the database {scheme}://...: {exc}") from exc
+        raise StoreError(f"cannot open the database {scheme}://...: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def store_key(db: peewee.Database) -> str:
+    """A short name for the store behind ``db``, the same in every process that opens it.
+
+    Used to name what is per store, such as a tracker's scheduled jobs.
+    """
+    if isinstance(db, peewee.SqliteDatabase):
+        where = db.database if db.database in (":memory:", "") else os.path.realpath(db.database)
+        if where in (":memory:", ""):
+            where = f"memory:{id(db)}"
+    else:
+        params = getattr(db, "connect_params", {})
+        where = f"{type(db).__name__}:{params.get('host', '')}:{params.get('port', '')}:{db.database}"
+    return hashlib.sha1(where.encode("utf-8", "backslashreplace")).hexdigest()[:10]
 
 
 class _WriteGate:
@@ -266,25 +389,52 @@ def _is_busy(exc: BaseException) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _is_disconnect(exc: BaseException) -> bool:
+    # psycopg2 reports a dropped or refused connection as OperationalError with
+    # these words; the statement may then be tried on a new connection.
+    text = str(exc).lower()
+    return any(word in text for word in ("server closed", "connection", "terminating", "could not receive"))
+
+
 class Store:
     """The tasks of one tracker, in the database given.
 
+    Every statement runs through one path (:meth:`_run`): the write gate, the
+    retry of a write SQLite refused as busy, the replacement of a broken pooled
+    connection, and the wrapping of every driver error as StoreError. A failed
+    write changes nothing.
+
     Raises StoreError when the database cannot be opened, is not a tasklib store
-    tasklib can read, or a statement fails; a failed write changes nothing.
+    tasklib can read, or a statement fails.
     """
 
-    def __init__(self, target: str | os.PathLike[str] | peewee.Database) -> None:
-        self.db, self._owned = open_database(target)
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | peewee.Database,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+    ) -> None:
+        self.db, self._owned = open_database(target, pool_size=pool_size, pool_timeout=pool_timeout)
         self._is_sqlite = isinstance(self.db, peewee.SqliteDatabase)
+        self.key = store_key(self.db)
         # A pooled connection goes back to the pool after each operation, so threads
         # that call in rarely do not each keep one.
         self._pooled = isinstance(self.db, PooledDatabase)
+        # One connection shared by threads (a private in-memory store) takes one
+        # statement at a time.
+        self._serial = threading.RLock() if not self.db.thread_safe else None
         self._m = _models(self.db)
         # While a long write of this process (a purge batch) runs, its short writes
         # wait at this gate rather than in SQLite's busy handler, which sleeps in steps
         # of up to 100 ms and so could starve them. A database server needs no gate.
         self._gate = _WriteGate() if self._is_sqlite else None
-        self._ensure_schema()
+        self._clock = SQL(_CLOCK_SQL["sqlite" if self._is_sqlite else "postgres"])
+        try:
+            self._ensure_schema()
+        except BaseException:
+            self.close()
+            raise
         self._build_statements()
 
     @property
@@ -292,7 +442,7 @@ class Store:
         """The database's file name or name, for error messages."""
         return str(self.db.database)
 
-    # -- schema -----------------------------------------------------------
+    # -- the one path every statement takes -------------------------------
 
     def _transaction(self) -> Any:
         # BEGIN IMMEDIATE takes SQLite's write lock up front, so two processes that
@@ -301,17 +451,149 @@ class Store:
             return self.db.atomic("IMMEDIATE")
         return self.db.atomic()
 
+    def _writing(self, *, exclusive: bool = False) -> Any:
+        if self._gate is None:
+            return contextlib.nullcontext()
+        return self._gate.exclusive() if exclusive else self._gate.shared()
+
+    @contextlib.contextmanager
+    def _session(self, *, write: bool, exclusive: bool = False) -> Iterator[None]:
+        """One operation on the database: its gate, its connection, its errors.
+
+        Driver errors (also those raised while fetching a write's rows) come out
+        as peewee's; a connection that broke is discarded, never handed out again;
+        a pooled connection goes back to the pool at the end.
+        """
+        gate = self._writing(exclusive=exclusive) if write else contextlib.nullcontext()
+        serial = self._serial if self._serial is not None else contextlib.nullcontext()
+        with serial, gate:
+            try:
+                with _DRIVER_ERRORS:
+                    yield
+            except (peewee.OperationalError, peewee.InterfaceError):
+                self._discard_if_broken()
+                raise
+            finally:
+                if self._pooled and not self.db.in_transaction():
+                    self.db.close()
+
+    def _discard_if_broken(self) -> None:
+        # After a server restart or a dropped connection the driver marks it closed;
+        # peewee would otherwise keep it as this thread's and fail every later call.
+        if self.db.is_closed() or self.db.in_transaction():
+            return
+        conn = self.db.connection()
+        if not self._is_sqlite and getattr(conn, "closed", 0):
+            if self._pooled:
+                self.db.manual_close()
+            else:
+                with contextlib.suppress(Exception):
+                    self.db.close()
+
+    def _run(
+        self,
+        sql: str,
+        params: list[Any] | tuple[Any, ...],
+        *,
+        write: bool,
+        exclusive: bool = False,
+        retry_broken: bool = True,
+        script: bool = False,
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """Run one statement: its rows and its row count, or StoreError.
+
+        A statement SQLite refused as busy is tried again a few times; one whose
+        connection broke (a database server restarted) is tried once more on a new
+        connection when ``retry_broken`` (every statement but an INSERT, which might
+        have been applied before the connection broke).
+        """
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self._session(write=write, exclusive=exclusive):
+                    if script:
+                        # executescript steps the statement to its end; sqlite3's
+                        # execute() would step some pragmas only once.
+                        self.db.connection().executescript(sql)
+                        return [], 0
+                    if write:
+                        cursor = self.db.execute_sql(sql, params)  # with peewee's query hooks and logging
+                    else:
+                        # Reads skip them: on the get() path they cost as much as SQLite.
+                        cursor = self.db.cursor()
+                        cursor.execute(sql, params)
+                    try:
+                        # Fetch every row: an UPDATE ... RETURNING is not finished, nor its
+                        # autocommit transaction committed, until its cursor is exhausted.
+                        rows = cursor.fetchall() if cursor.description else []
+                        return rows, cursor.rowcount
+                    finally:
+                        cursor.close()
+            except peewee.OperationalError as exc:
+                last: BaseException = exc
+                if attempt + 1 < WRITE_ATTEMPTS and (
+                    (self._is_sqlite and _is_busy(exc))
+                    or (not self._is_sqlite and retry_broken and _is_disconnect(exc) and attempt < 2)
+                ):
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+            except peewee.InterfaceError as exc:
+                last = exc
+                if retry_broken and attempt < 2:
+                    continue
+            except _DATABASE_ERRORS as exc:
+                last = exc
+            verb = "written" if write else "read"
+            raise StoreError(f"the store {self.name} could not be {verb}: {_one_line(last)}") from last
+        raise AssertionError("unreachable")
+
+    def _exec(self, stmt: _Statement, values: dict[str, Any], *, write: bool, **options: Any) -> tuple[list[tuple[Any, ...]], int]:
+        return self._run(stmt.sql, stmt.bind(values), write=write, **options)
+
+    def _in_transaction(self, steps: list[tuple[_Statement, dict[str, Any]]]) -> list[int]:
+        """Run write statements in one transaction; their row counts. StoreError, all undone, if one fails."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self._session(write=True), self._transaction():
+                    counts = []
+                    for stmt, values in steps:
+                        cursor = self.db.execute_sql(stmt.sql, stmt.bind(values))
+                        counts.append(cursor.rowcount)
+                    return counts
+            except peewee.OperationalError as exc:
+                last: BaseException = exc
+                if attempt + 1 < WRITE_ATTEMPTS and (
+                    (self._is_sqlite and _is_busy(exc))
+                    or (not self._is_sqlite and _is_disconnect(exc) and attempt < 2)
+                ):
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+            except _DATABASE_ERRORS as exc:
+                last = exc
+            raise StoreError(f"the store {self.name} could not be written: {_one_line(last)}") from last
+        raise AssertionError("unreachable")
+
+    # -- schema -----------------------------------------------------------
+
     def _ensure_schema(self) -> None:
-        m = self._m
+        # Read first: a store that is ready needs no write lock, so opening one never
+        # waits for another process's writer.
         try:
-            with self._transaction():
+            with self._session(write=False):
+                version = self._schema_version()
+                wal = not self._is_sqlite or self._serial is not None or self._pragma("journal_mode") == "wal"
+            if version == SCHEMA_VERSION and wal:
+                return
+            if self._is_sqlite and self._serial is None and self._owned:
+                with self._session(write=True):
+                    for pragma, value in SQLITE_FILE_PRAGMAS:
+                        self.db.execute_sql(f"PRAGMA {pragma} = {value}")
+            with self._session(write=True), self._transaction():
                 if isinstance(self.db, peewee.PostgresqlDatabase):
                     # Two processes creating the tables at once would collide in the catalog.
-                    self.db.execute_sql("SELECT pg_advisory_xact_lock(7261)")
+                    self.db.execute_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
                 version = self._schema_version()
                 if version is None:
-                    self.db.create_tables([m.Task, m.Meta, m.Runner, m.Lease], safe=True)
-                    m.Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).execute()
+                    self._create()
                 elif version > SCHEMA_VERSION:
                     raise StoreError(
                         f"the store {self.name} was written by a newer tasklib "
@@ -320,12 +602,20 @@ class Store:
                     )
                 elif version < SCHEMA_VERSION:
                     self._upgrade(version)
-                m.Lease.insert(name="purge", owner=None, expires=0).on_conflict_ignore().execute()
-        except peewee.DatabaseError as exc:
-            raise StoreError(f"cannot open the store {self.name}: {exc}") from exc
+        except _DATABASE_ERRORS as exc:
+            raise StoreError(f"cannot open the store {self.name}: {_one_line(exc)}") from exc
         finally:
-            if not self.db.is_closed() and (self._owned or self._pooled) and not self.db.in_transaction():
+            if self._owned and not self._pooled and self._serial is None and not self.db.is_closed():
                 self.db.close()  # this thread's connection; each thread opens its own
+
+    def _pragma(self, name: str) -> Any:
+        return self.db.execute_sql(f"PRAGMA {name}").fetchone()[0]
+
+    def _create(self) -> None:
+        m = self._m
+        self.db.create_tables([m.Task, m.Meta, m.Runner, m.Lease], safe=True)
+        m.Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).execute()
+        m.Lease.insert(name="purge", owner=None, expires=0).on_conflict_ignore().execute()
 
     def _schema_version(self) -> int | None:
         if not self.db.table_exists("tasklib_meta"):
@@ -348,14 +638,17 @@ class Store:
                 migrator.add_index("tasklib_task", ("submitted_by", "id"), False),
             )
             self.db.create_tables([m.Runner, m.Lease], safe=True)
+        m.Lease.insert(name="purge", owner=None, expires=0).on_conflict_ignore().execute()
         m.Meta.update(value=str(SCHEMA_VERSION)).where(m.Meta.key == "schema_version").execute()
 
     # -- statements -------------------------------------------------------
 
     def _build_statements(self) -> None:
         T, R, L = self._m.Task, self._m.Runner, self._m.Lease
+        clock = self._clock
         cols = [T.id, T.status, T.description, T.message, T.result, T.submitted_by,
                 T.progress, T.submitted, T.started, T.finished, T.last_update, T.runner]
+        assert len(cols) == ROW_WIDTH
         self._insert = _Statement(
             T.insert(
                 status=TaskStatus.ENQUEUED.value,
@@ -367,8 +660,9 @@ class Store:
                 runner=_p("runner"),
             ).returning(*cols)
         )
+        with_runner = [*cols, R.host, R.pid, R.heartbeat, clock]
         self._select = _Statement(
-            T.select(*cols, R.host, R.pid, R.heartbeat)
+            T.select(*with_runner)
             .join(R, peewee.JOIN.LEFT_OUTER, on=(T.runner == R.token))
             .where(T.id == _p("id"))
         )
@@ -378,7 +672,7 @@ class Store:
         for by_status in (False, True):
             for by_user in (False, True):
                 query = (
-                    T.select(*cols, R.host, R.pid, R.heartbeat)
+                    T.select(*with_runner)
                     .join(R, peewee.JOIN.LEFT_OUTER, on=(T.runner == R.token))
                     .where(T.id < _p("before"))
                 )
@@ -412,13 +706,16 @@ class Store:
                 T.status.not_in(_UNFINISHED),
             )
         )
+        # Heartbeats are written and aged on the store's clock only (see _CLOCK_SQL).
         self._runner_insert = _Statement(
-            R.insert(token=_p("token"), host=_p("host"), pid=_p("pid"), started=_p("now"), heartbeat=_p("now"))
+            R.insert(token=_p("token"), host=_p("host"), pid=_p("pid"), started=clock, heartbeat=clock)
         )
-        self._heartbeat = _Statement(R.update(heartbeat=_p("now")).where(R.token == _p("token")))
+        self._heartbeat = _Statement(R.update(heartbeat=clock).where(R.token == _p("token")))
         self._runner_delete = _Statement(R.delete().where(R.token == _p("token")))
         self._runners_dead = _Statement(
-            R.select(R.token, R.host, R.pid).where(R.heartbeat < _p("cutoff"), R.token != _p("token"))
+            R.select(R.token, R.host, R.pid).where(
+                R.heartbeat < clock + _p("shift") - _p("age"), R.token != _p("token")
+            )
         )
         self._runners_on_host = _Statement(
             R.select(R.token, R.pid).where(R.host == _p("host"), R.token != _p("token"))
@@ -444,6 +741,8 @@ class Store:
         updates: dict[Any, Any] = {T.status: status, T.last_update: now}
         if TaskStatus.RUNNING in targets:
             updates[T.started] = fn.COALESCE(T.started, now)
+            # The process that starts a task owns it: if that process goes, the task is DEAD.
+            updates[T.runner] = fn.COALESCE(T.runner, _p("runner"))
         finishing = [src.value for src, dst in move.items() if dst.is_terminal]
         if len(finishing) == len(move):
             updates[T.finished] = now
@@ -461,100 +760,58 @@ class Store:
             updates[T.message] = fn.COALESCE(_p("message"), T.message)
         return T.update(updates).where(*where, T.status.in_([src.value for src in move]))
 
-    # -- running statements -----------------------------------------------
-
-    def _writing(self, *, exclusive: bool = False) -> Any:
-        if self._gate is None:
-            return contextlib.nullcontext()
-        return self._gate.exclusive() if exclusive else self._gate.shared()
-
-    def _rows(self, stmt: _Statement, values: dict[str, Any]) -> list[tuple[Any, ...]]:
-        # Reads go to the driver's cursor under peewee's exception mapping, skipping
-        # execute_sql's logging and hooks: on the get() path they cost as much as SQLite.
-        try:
-            with _DRIVER_ERRORS:
-                cursor = self.db.cursor()
-                try:
-                    cursor.execute(stmt.sql, stmt.bind(values))
-                    return cursor.fetchall()
-                finally:
-                    cursor.close()
-        except peewee.DatabaseError as exc:
-            raise StoreError(f"the store {self.name} could not run a statement: {exc}") from exc
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        if self._pooled and not self.db.in_transaction():
-            self.db.close()
-
-    def _write(self, stmt: _Statement, values: dict[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
-        """Run a write statement: its rows (RETURNING) and its row count.
-
-        A write SQLite refuses as busy is tried again a few times, then reported as
-        StoreError; either way, a write that failed changed nothing.
-        """
-        params = stmt.bind(values)
-        for attempt in range(WRITE_ATTEMPTS):
-            try:
-                with self._writing(exclusive=stmt is self._purge):
-                    cursor = self.db.execute_sql(stmt.sql, params)
-                    try:
-                        # Fetch every row: an UPDATE ... RETURNING is not finished, nor its
-                        # autocommit transaction committed, until its cursor is exhausted.
-                        rows = cursor.fetchall() if cursor.description else []
-                        return rows, self.db.rows_affected(cursor)
-                    finally:
-                        cursor.close()
-                        self._release()
-            except peewee.OperationalError as exc:
-                if _is_busy(exc) and attempt + 1 < WRITE_ATTEMPTS:
-                    time.sleep(0.05 * 2**attempt)
-                    continue
-                raise StoreError(f"the store {self.name} could not be written: {exc}") from exc
-            except peewee.DatabaseError as exc:
-                raise StoreError(f"the store {self.name} could not be written: {exc}") from exc
-        raise AssertionError("unreachable")
-
     # -- tasks --------------------------------------------------------------
 
     def insert(self, *, description: str | None, submitted_by: int, now: int, runner: str | None = None) -> Record:
         """Add an ENQUEUED task and give back its row."""
         values = {"description": description, "submitted_by": submitted_by, "now": now, "runner": runner}
-        rows, _ = self._write(self._insert, values)
+        rows, _ = self._exec(self._insert, values, write=True, retry_broken=False)
         return Record._make(rows[0])
 
     def fetch(self, task_id: int) -> tuple[Record, Heartbeat] | None:
         """The row of task ``task_id`` and its runner's last heartbeat, or None."""
-        rows = self._rows(self._select, {"id": task_id})
+        rows, _ = self._exec(self._select, {"id": task_id}, write=False)
         if not rows:
             return None
         row = rows[0]
-        return Record._make(row[:12]), Heartbeat._make(row[12:])
+        return Record._make(row[:ROW_WIDTH]), Heartbeat._make(row[ROW_WIDTH:])
 
     def page(
         self, *, status: str | None, submitted_by: int | None, before: int, limit: int
     ) -> list[tuple[Record, Heartbeat]]:
         """Up to ``limit`` tasks with ids below ``before``, newest first, filtered when given."""
         stmt = self._lists[status is not None, submitted_by is not None]
-        rows = self._rows(stmt, {"status": status, "submitted_by": submitted_by, "before": before, "limit": limit})
-        return [(Record._make(row[:12]), Heartbeat._make(row[12:])) for row in rows]
+        values = {"status": status, "submitted_by": submitted_by, "before": before, "limit": limit}
+        rows, _ = self._exec(stmt, values, write=False)
+        return [(Record._make(row[:ROW_WIDTH]), Heartbeat._make(row[ROW_WIDTH:])) for row in rows]
 
-    def apply(self, task_id: int, event: Event, now: int, **data: Any) -> Record | None:
+    def apply(
+        self,
+        task_id: int,
+        event: Event,
+        now: int,
+        *,
+        progress: int | None = None,
+        message: str | None = None,
+        result: str | None = None,
+        runner: str | None = None,
+    ) -> Record | None:
         """Apply ``event`` if the task's status allows it, in one compare-and-set statement.
 
         Returns the changed row, or None when nothing was written (no such task,
         or its status does not allow a write for ``event``; :meth:`fetch` tells which).
-        ``data`` gives the event's fields: progress, message, result.
+        ``progress``, ``message`` and ``result`` (JSON text) are the event's fields,
+        None keeping what is stored; ``runner`` owns a task this event starts.
         """
-        values = {"id": task_id, "now": now, "progress": None, "message": None, "result": None}
-        values.update(data)
-        rows, _ = self._write(self._events[event], values)
+        values = {"id": task_id, "now": now, "progress": progress, "message": message, "result": result,
+                  "runner": runner}
+        rows, _ = self._exec(self._events[event], values, write=True)
         return Record._make(rows[0]) if rows else None
 
     def count_expired(self, cutoff: int) -> int:
         """How many tasks :meth:`purge` with this ``cutoff`` would delete now."""
-        return int(self._rows(self._expired, {"cutoff": cutoff})[0][0])
+        rows, _ = self._exec(self._expired, {"cutoff": cutoff}, write=False)
+        return int(rows[0][0])
 
     def purge(self, cutoff: int, *, lease: tuple[str, int] | None = None) -> int:
         """Delete terminal tasks finished before ``cutoff``, a short transaction per batch.
@@ -563,7 +820,8 @@ class Store:
         write lock is let go between them so other writers get their turn. With
         ``lease=(owner, ttl_ms)`` the purge lease is renewed at every batch.
         """
-        low, last = self._rows(self._purge_span, {"cutoff": cutoff})[0]
+        rows, _ = self._exec(self._purge_span, {"cutoff": cutoff}, write=False)
+        low, last = rows[0]
         if low is None:
             return 0
         with self._checkpoint_at_end():
@@ -573,22 +831,23 @@ class Store:
     def _checkpoint_at_end(self) -> Iterator[None]:
         # Left on, SQLite checkpoints the WAL into the file every 1000 pages, which
         # here means dozens of times; once at the end costs the same as one DELETE's.
-        if not self._is_sqlite:
+        if not self._is_sqlite or self._serial is not None:
             yield
             return
-        self.db.execute_sql("PRAGMA wal_autocheckpoint = 0")
+        self._run("PRAGMA wal_autocheckpoint = 0", (), write=False)
         try:
             yield
         finally:
-            self.db.execute_sql("PRAGMA wal_autocheckpoint = 1000")
-            with self._writing(exclusive=True):
-                self.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._run("PRAGMA wal_autocheckpoint = 1000", (), write=False)
+            self._run("PRAGMA wal_checkpoint(PASSIVE)", (), write=True, exclusive=True)
 
     def _purge_range(self, cutoff: int, low: int, last: int, lease: tuple[str, int] | None) -> int:
         total, span = 0, PURGE_BATCH_MIN
         while low <= last:
             began = time.monotonic()
-            _, count = self._write(self._purge, {"cutoff": cutoff, "low": low, "high": low + span})
+            _, count = self._exec(
+                self._purge, {"cutoff": cutoff, "low": low, "high": low + span}, write=True, exclusive=True
+            )
             took = time.monotonic() - began
             total += count
             low += span
@@ -604,81 +863,74 @@ class Store:
 
         SQLite only; never a full VACUUM, which would lock the file for its whole run.
         """
-        if not self._is_sqlite:
+        if not self._is_sqlite or self._serial is not None:
             return
-        incremental = self.db.execute_sql("PRAGMA auto_vacuum").fetchone()[0] == 2
-        while incremental:
-            with self._writing(exclusive=True):
-                if not self.db.execute_sql("PRAGMA freelist_count").fetchone()[0]:
-                    break
-                # A bounded step per transaction, so other writers wait for one step at most.
-                # executescript: sqlite3's execute() steps this pragma once, freeing one page.
-                self.db.connection().executescript("PRAGMA incremental_vacuum(2000);")
+        rows, _ = self._run("PRAGMA auto_vacuum", (), write=False)
+        while rows[0][0] == 2:  # incremental
+            free, _ = self._run("PRAGMA freelist_count", (), write=False)
+            if not free[0][0]:
+                break
+            # A bounded step per transaction, so other writers wait for one step at most.
+            self._run("PRAGMA incremental_vacuum(2000);", (), write=True, exclusive=True, script=True)
             time.sleep(0.001)
-        with self._writing(exclusive=True):
-            self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        self._run("PRAGMA wal_checkpoint(TRUNCATE)", (), write=True, exclusive=True)
 
     # -- runners --------------------------------------------------------------
 
-    def add_runner(self, token: str, host: str, pid: int, now: int) -> None:
-        """Record a runner (one tracker's worker pool) and its first heartbeat."""
-        self._write(self._runner_insert, {"token": token, "host": host, "pid": pid, "now": now})
+    def add_runner(self, token: str, host: str, pid: int) -> None:
+        """Record a runner (one tracker's worker pool) and its first heartbeat, on the store's clock."""
+        self._exec(self._runner_insert, {"token": token, "host": host, "pid": pid}, write=True)
 
-    def heartbeat(self, token: str, now: int) -> bool:
+    def heartbeat(self, token: str) -> bool:
         """Renew a runner's heartbeat; False if its row is gone (it was declared dead)."""
-        _, count = self._write(self._heartbeat, {"token": token, "now": now})
+        _, count = self._exec(self._heartbeat, {"token": token}, write=True)
         return count == 1
 
     def remove_runner(self, token: str) -> None:
-        self._write(self._runner_delete, {"token": token})
+        self._exec(self._runner_delete, {"token": token}, write=True)
 
-    def dead_runners(self, cutoff: int, *, me: str) -> list[tuple[str, str, int]]:
-        """Runners other than ``me`` whose last heartbeat is older than ``cutoff``: (token, host, pid)."""
-        return [tuple(r) for r in self._rows(self._runners_dead, {"cutoff": cutoff, "token": me})]
+    def dead_runners(self, age_ms: int, *, me: str, shift_ms: int = 0) -> list[tuple[str, str, int]]:
+        """Runners other than ``me`` whose heartbeat is older than ``age_ms`` by the store's clock.
+
+        ``shift_ms`` moves the store's clock forward (or back) for the comparison,
+        for a caller judging at another instant than now. Each is (token, host, pid).
+        """
+        rows, _ = self._exec(self._runners_dead, {"age": age_ms, "shift": shift_ms, "token": me}, write=False)
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
 
     def runners_on_host(self, host: str, *, me: str) -> list[tuple[str, int]]:
         """Runners other than ``me`` recorded on ``host``: (token, pid)."""
-        return [tuple(r) for r in self._rows(self._runners_on_host, {"host": host, "token": me})]
+        rows, _ = self._exec(self._runners_on_host, {"host": host, "token": me}, write=False)
+        return [(str(r[0]), int(r[1])) for r in rows]
 
     def bury_runner(self, token: str, message: str, now: int) -> int:
         """Mark every unfinished task of a runner DEAD and forget the runner, in one transaction."""
-        with self._writing():
-            try:
-                with self._transaction():
-                    cursor = self.db.execute_sql(
-                        self._kill_runner.sql,
-                        self._kill_runner.bind({"runner": token, "now": now, "message": message,
-                                                "progress": None, "result": None}),
-                    )
-                    count = self.db.rows_affected(cursor)
-                    self.db.execute_sql(self._runner_delete.sql, self._runner_delete.bind({"token": token}))
-                    return int(count)
-            except peewee.DatabaseError as exc:
-                raise StoreError(f"the store {self.name} could not be written: {exc}") from exc
-            finally:
-                self._release()
+        kill = {"runner": token, "now": now, "message": message, "progress": None, "result": None}
+        count, _ = self._in_transaction([(self._kill_runner, kill), (self._runner_delete, {"token": token})])
+        return count
 
     def bury_stale(self, cutoff: int, message: str, now: int) -> int:
         """Mark DEAD the unfinished tasks with no runner whose last update is older than ``cutoff``."""
         values = {"cutoff": cutoff, "now": now, "message": message, "progress": None, "result": None}
-        _, count = self._write(self._kill_stale, values)
+        _, count = self._exec(self._kill_stale, values, write=True)
         return count
 
     # -- leases ---------------------------------------------------------------
 
     def take_lease(self, name: str, owner: str, *, now: int, ttl_ms: int) -> bool:
         """Take (or renew) the lease ``name`` for ``owner`` until ``now + ttl_ms``; False if another holds it."""
-        _, count = self._write(self._lease_take, {"name": name, "owner": owner, "now": now, "expires": now + ttl_ms})
+        values = {"name": name, "owner": owner, "now": now, "expires": now + ttl_ms}
+        _, count = self._exec(self._lease_take, values, write=True)
         return count == 1
 
     def drop_lease(self, name: str, owner: str) -> None:
-        self._write(self._lease_drop, {"name": name, "owner": owner})
+        self._exec(self._lease_drop, {"name": name, "owner": owner}, write=True)
 
     def close(self) -> None:
-        """Close the connections of a database tasklib opened itself (a pool: all of them)."""
+        """Close every connection of a database tasklib opened itself; a caller's is left alone."""
         if not self._owned:
             return
-        if isinstance(self.db, PooledDatabase):
+        if isinstance(self.db, (PooledDatabase, _SqliteFile)):
             self.db.close_all()
         elif not self.db.is_closed():
             self.db.close()

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
+from .jsonvalue import dumps
 from .status import TaskStatus
 
 __all__ = ["Task"]
-
-# One encoder for every call: json.dumps with options builds a new one each time.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,4 +67,4 @@ class Task:
 
     def to_json(self) -> str:
         """:meth:`to_dict` as compact JSON text (UTF-8 safe, non-ASCII kept as is)."""
-        return _ENCODER.encode(self.to_dict())
+        return dumps(self.to_dict())

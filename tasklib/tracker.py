@@ -11,13 +11,13 @@ from typing import Any, Callable
 
 from . import jsonvalue
 from .checks import MAX_ID, check_message, check_progress, check_text, check_user
-from .clock import Instant, duration_ms, now_ms, to_ms
-from .errors import InvalidTransition, PermissionDenied, TaskNotCancellable, TaskNotFound, TrackerClosed
+from .clock import Instant, duration_ms, now_ms, seconds, to_ms
+from .errors import InvalidTransition, PermissionDenied, StoreError, TaskNotCancellable, TaskNotFound, TrackerClosed
 from .liveness import Runner, gone_message, process_exists
 from .maintenance import Maintenance
 from .runner import WorkerPool
-from .status import TRANSITIONS, Event, TaskStatus
-from .storage import Heartbeat, Record, Store
+from .status import TRANSITIONS, Event, TaskStatus, writes
+from .storage import DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, Heartbeat, Record, Store
 from .task import Task
 
 __all__ = ["TaskTracker"]
@@ -29,7 +29,15 @@ DEFAULT_BASE_PATH = "/rest/api/3/task/"
 # leading zero, no whitespace, ASCII digits only.
 _ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
 _STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
+_STARTING = frozenset({Event.START, Event.PROGRESS})
 _UNFINISHED = frozenset(status.value for status in TaskStatus if not status.is_terminal)
+#: The longest interval a scheduled job may have: the scheduler adds it to dates.
+_LONGEST_INTERVAL = timedelta(days=3650)
+#: How often a compare-and-set write that lost a race is tried again. Statuses only
+#: move forward, so a handful of misses means the store keeps refusing, not a race.
+_CAS_ATTEMPTS = 8
+#: What a task of a closed tracker that it had started, and not finished, becomes.
+CLOSED_MESSAGE = "its tracker was closed before it finished"
 
 logger = logging.getLogger("tasklib")
 
@@ -66,8 +74,17 @@ class TaskTracker:
     scheduler of the tracker's own: every ``purge_interval`` a purge, every
     ``heartbeat_interval`` a heartbeat of this process and a sweep that marks DEAD
     the tasks of runners silent for ``dead_after`` (and, with ``stale_after``,
-    host-driven tasks not updated for that long). Job ids start with ``name``;
-    give two trackers on one scheduler different names.
+    host-driven tasks not yet started and not updated for that long). Job ids
+    start with ``name``, by default one derived from the store, so trackers on
+    different stores never collide on one scheduler; a second open tracker that
+    would take another's jobs is refused with ValueError.
+
+    A task belongs to the process that runs or starts it: when that process stops
+    heartbeating (it crashed) or its tracker closes, its unfinished tasks become
+    DEAD. Liveness is judged on the store's clock, never by comparing two hosts'.
+
+    On PostgreSQL, ``pool_size`` connections at most are open at once, and a call
+    that finds all in use waits up to ``pool_timeout`` seconds, then raises StoreError.
 
     Construction opens the store and creates tasklib's tables if needed; it starts
     no thread. Raises StoreError when the store cannot be opened, TypeError or
@@ -88,7 +105,9 @@ class TaskTracker:
         heartbeat_interval: timedelta = timedelta(seconds=5),
         dead_after: timedelta = timedelta(seconds=60),
         stale_after: timedelta | None = None,
-        name: str = "tasklib",
+        name: str | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
         if base_url is not None and not isinstance(base_url, str):
             raise TypeError(f"base_url must be a str or None, not {type(base_url).__name__}")
@@ -101,14 +120,17 @@ class TaskTracker:
         if not 0 < progress_interval < float("inf"):
             raise ValueError(f"progress_interval must be a positive number of seconds, got {progress_interval!r}")
         self._retention_ms = duration_ms(retention, "retention")
-        duration_ms(purge_interval, "purge_interval")
-        duration_ms(heartbeat_interval, "heartbeat_interval")
+        duration_ms(purge_interval, "purge_interval", maximum=_LONGEST_INTERVAL)
+        duration_ms(heartbeat_interval, "heartbeat_interval", maximum=_LONGEST_INTERVAL)
         self._dead_after_ms = duration_ms(dead_after, "dead_after")
         if dead_after < 2 * heartbeat_interval:
             raise ValueError("dead_after must be at least twice heartbeat_interval, or live runners would be declared dead")
         self._stale_after_ms = None if stale_after is None else duration_ms(stale_after, "stale_after")
-        if not isinstance(name, str) or not name:
-            raise TypeError("name must be a non-empty str")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError("name must be a non-empty str or None")
+        if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 10_000:
+            raise ValueError(f"pool_size must be an int from 1 to 10000, got {pool_size!r}")
+        pool_wait = seconds(pool_timeout, "pool_timeout", allow_none=False)
         if scheduler is not None and not hasattr(scheduler, "add_job"):
             raise TypeError("scheduler must be an APScheduler 3.x scheduler, or None")
         self.retention = retention
@@ -119,9 +141,10 @@ class TaskTracker:
         self.progress_interval = float(progress_interval)
         self.dead_after = dead_after
         self.stale_after = stale_after
-        self.name = name
+        self._store = Store(database, pool_size=pool_size, pool_timeout=max(pool_wait or 0.0, 1e-6))  # peewee reads 0 as forever
+        self.name = name if name is not None else f"tasklib:{self._store.key}"
         self._maintenance = Maintenance(
-            name=name,
+            name=self.name,
             purge=self._purge_round,
             heartbeat=self._heartbeat_round,
             purge_interval=purge_interval,
@@ -129,7 +152,6 @@ class TaskTracker:
             scheduler=scheduler,
         )
         self._runner = Runner()
-        self._store = Store(database)
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
         self._opened = False
@@ -151,9 +173,9 @@ class TaskTracker:
                 raise TrackerClosed("the tracker is closed")
             if self._opened:
                 return self
-            now = now_ms()
-            self._store.add_runner(self._runner.token, self._runner.host, self._runner.pid, now)
-            self._bury_vanished_neighbours(now)
+            self._maintenance.check_free()
+            self._store.add_runner(self._runner.token, self._runner.host, self._runner.pid)
+            self._bury_vanished_neighbours(now_ms())
             self._pool = WorkerPool(self, self.max_workers, self.progress_interval)
             self._maintenance.start()
             self._opened = True
@@ -165,8 +187,14 @@ class TaskTracker:
         ``wait=True`` lets every submitted function run to its end. ``wait=False``
         cancels the tasks that have not started (they never run) and asks the
         running ones to cancel, then waits for them to stop. Either way no task of
-        this tracker is left ENQUEUED or RUNNING. The maintenance jobs are removed
-        (a host's scheduler keeps running).
+        this tracker is left ENQUEUED or RUNNING: a task the host's own code
+        started through this tracker and did not finish becomes DEAD. The
+        maintenance jobs are removed (a host's scheduler keeps running), and every
+        connection tasklib opened is closed.
+
+        If the store cannot be written at that moment, the tasks still unfinished
+        are marked DEAD by the next tracker on this store that notices this
+        process's heartbeat has stopped.
         """
         with self._lock:
             if self._closing:
@@ -178,9 +206,11 @@ class TaskTracker:
                 self._maintenance.stop()
                 assert self._pool is not None
                 self._pool.shutdown(wait=wait)
-                # If this write fails (store locked), readers still see our tasks
-                # finished; the runner row just ages out and is swept.
-                self._store.remove_runner(self._runner.token)
+                try:
+                    self._store.bury_runner(self._runner.token, CLOSED_MESSAGE, now_ms())
+                except StoreError as exc:
+                    # The heartbeat has stopped: another tracker's sweep ends what is left.
+                    logger.warning("could not end the tasks left at close: %s", exc, extra={"runner": self._runner.label})
         finally:
             self._closed = True
             self._store.close()
@@ -246,11 +276,11 @@ class TaskTracker:
         """Block until the task has finished and return it.
 
         Works for any task in the store, also one run by another process.
+        ``timeout`` is in seconds; None or an infinite one waits as long as it takes.
         Raises TimeoutError if it has not finished within ``timeout`` seconds,
-        TaskNotFound for an unknown id.
+        TaskNotFound for an unknown id, TypeError/ValueError for a bad timeout.
         """
-        if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)):
-            raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        timeout = seconds(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
         pool = self._pool
         outcome = pool.outcome(task_id) if pool is not None else None
@@ -274,6 +304,9 @@ class TaskTracker:
     def start(self, task_id: str) -> Task:
         """Mark an ENQUEUED task RUNNING and set its ``started`` time.
 
+        The task then belongs to this process: if it ends without finishing the
+        task (a crash, or :meth:`close`), the task becomes DEAD. Opens the tracker
+        if it is not open yet, so that its heartbeat runs.
         Raises TaskNotFound, or InvalidTransition if the task is not ENQUEUED.
         """
         return self._apply(task_id, Event.START)
@@ -281,7 +314,7 @@ class TaskTracker:
     def update_progress(self, task_id: str, progress: int, message: str | None = None) -> Task:
         """Record progress (an int from 0 to 100) and optionally a message.
 
-        The first report of an ENQUEUED task starts it. A report on a task whose
+        The first report of an ENQUEUED task starts it, as :meth:`start` does. A report on a task whose
         cancel was requested keeps it CANCEL_REQUESTED (check ``task.cancel_requested``).
         A ``message`` of None keeps the message stored. Raises TypeError/ValueError
         for bad values, TaskNotFound, or InvalidTransition once the task is finished.
@@ -362,16 +395,20 @@ class TaskTracker:
     def sweep(self, now: Instant | None = None) -> int:
         """Mark DEAD the unfinished tasks whose runner stopped responding, and returns how many.
 
-        A runner stopped responding when its heartbeat is older than ``dead_after``;
-        with ``stale_after`` set, a task driven by host code (no runner) is dead when
-        its last update is older than that. ``now`` defaults to the current time.
-        The heartbeat job calls this; :meth:`get` applies the same rule to the task
-        it reads.
+        A runner stopped responding when its heartbeat is older than ``dead_after``
+        by the store's clock; with ``stale_after`` set, a host-driven task that no
+        process has started is dead when its last update is older than that.
+        ``now`` defaults to the current time; a ``now`` later than this process's
+        clock judges heartbeats as that much older. The heartbeat job calls this;
+        :meth:`get` applies the same rule to the task it reads.
+        Raises TypeError/ValueError for a bad ``now``, StoreError.
         """
         at = to_ms(now)
+        shift = 0 if now is None else at - now_ms()
         self._check_open()
         count = 0
-        for token, host, pid in self._store.dead_runners(at - self._dead_after_ms, me=self._runner.token):
+        dead = self._store.dead_runners(self._dead_after_ms, me=self._runner.token, shift_ms=shift)
+        for token, host, pid in dead:
             count += self._store.bury_runner(token, gone_message(f"{host}:{pid}"), at)
         if self._stale_after_ms is not None:
             count += self._store.bury_stale(at - self._stale_after_ms, self._stale_message(), at)
@@ -458,7 +495,7 @@ class TaskTracker:
                 return None  # ours, and we are alive
             if beat.beat is None:
                 return "its runner stopped responding"
-            if beat.beat < now - self._dead_after_ms:
+            if beat.beat < beat.clock - self._dead_after_ms:  # both on the store's clock
                 return gone_message(f"{beat.host}:{beat.pid}")
             return None
         if self._stale_after_ms is not None and record.last_update < now - self._stale_after_ms:
@@ -489,13 +526,13 @@ class TaskTracker:
 
     def _heartbeat_round(self) -> int:
         """The heartbeat job: renew this runner's heartbeat, then sweep dead ones."""
-        now = now_ms()
-        if not self._store.heartbeat(self._runner.token, now):
+        if not self._store.heartbeat(self._runner.token):
             # Declared dead by another process (we were silent too long): our running
             # tasks were marked DEAD and stop at their next report; carry on as new.
-            logger.warning("tasklib: runner %s was declared dead; registering again", self._runner.label)
-            self._store.add_runner(self._runner.token, self._runner.host, self._runner.pid, now)
-        return self.sweep(now)
+            logger.warning("runner %s was declared dead; registering again", self._runner.label,
+                           extra={"runner": self._runner.label})
+            self._store.add_runner(self._runner.token, self._runner.host, self._runner.pid)
+        return self.sweep()
 
     def _authorize(self, record: Record, user: int) -> None:
         if record.submitted_by == user:
@@ -509,6 +546,8 @@ class TaskTracker:
 
     def _apply(self, task_id: str, event: Event, **data: Any) -> Task:
         self._check_open()
+        if event in _STARTING and not self._opened:
+            self.open()  # the task will belong to this process, whose heartbeat must run
         return self._transition(task_id, event, **data)
 
     def _read(self, task_id: str) -> Task:
@@ -516,26 +555,33 @@ class TaskTracker:
         return self._task(self._fetch(parse_id(task_id), task_id, now), now)
 
     def _transition(self, task_id: str, event: Event, **data: Any) -> Task:
-        """Apply ``event``; the workers call this directly, also while the tracker closes."""
+        """Apply ``event``; the workers call this directly, also while the tracker closes.
+
+        A compare-and-set that missed (the task moved, or its insert was not yet
+        visible) is tried again while the status read back allows the event, so a
+        race never passes for success; InvalidTransition only when it does not.
+        """
         key = parse_id(task_id)
-        now = now_ms()
-        record = self._store.apply(key, event, now, **data)
-        if record is None:
-            # Nothing written: say why. Statuses only move forward, so what we read
-            # now is a status in which the compare-and-set would also have failed.
+        for _ in range(_CAS_ATTEMPTS):
+            now = now_ms()
+            record = self._store.apply(key, event, now, runner=self._runner.token, **data)
+            if record is not None:
+                return self._task(record, now)
             record = self._fetch(key, task_id, now)
             status = _STATUS[record.status]
             if event not in TRANSITIONS[status]:
                 error = TaskNotCancellable if event is Event.CANCEL else InvalidTransition
                 raise error(task_id, status, event)
-        return self._task(record, now)
+            if not writes(event, status):
+                return self._task(record, now)  # allowed and changes nothing: a repeated cancel
+        raise StoreError(f"task {task_id} kept changing; {event.value} could not be written")
 
     def _task(self, record: Record, now: int) -> Task:
         started, finished = record.started, record.finished
         if started is None:
             elapsed = 0
         elif finished is not None:
-            elapsed = finished - started
+            elapsed = max(0, finished - started)  # a clock stepped back between the two
         else:
             elapsed = max(0, now - started)
         task_id = str(record.id)

@@ -71,24 +71,45 @@ def test_dead_by_heartbeat_age(make_tracker: Callable[..., TaskTracker], idle_sc
         release.set()
 
 
+def age_heartbeats(tracker: TaskTracker, seconds: int) -> None:
+    """Make every runner's last heartbeat ``seconds`` older, as if it had gone silent that long ago."""
+    tracker._store.db.execute_sql(f"UPDATE tasklib_runner SET heartbeat = heartbeat - {seconds * 1000}")
+
+
 def test_reconcile_on_read(make_tracker: Callable[..., TaskTracker], idle_scheduler: BackgroundScheduler) -> None:
     """get() itself reports a task DEAD once its runner is silent past dead_after, with no sweep at all."""
     release = threading.Event()
     runner = make_tracker(scheduler=idle_scheduler)
     task = blocked_task(runner, release)
     reader = make_tracker(name="reader")
-    registered = datetime.datetime.fromtimestamp(now_ms() / 1000, tz=datetime.timezone.utc)
     try:
-        with freeze_time(registered + datetime.timedelta(seconds=30)):
-            assert reader.get(task.id).status is S.RUNNING
-        with freeze_time(registered + datetime.timedelta(seconds=62)):
-            listed = reader.list()
-            seen = reader.get(task.id)
+        age_heartbeats(reader, 30)
+        assert reader.get(task.id).status is S.RUNNING
+        age_heartbeats(reader, 32)
+        listed = reader.list()
+        seen = reader.get(task.id)
         assert [t.status for t in listed] == [S.DEAD], "list() reconciles on read too"
         assert seen.status is S.DEAD and "stopped responding" in seen.message
         assert runner.get(task.id).status is S.DEAD
     finally:
         release.set()
+
+
+def test_a_reader_whose_clock_runs_ahead_kills_nothing(make_tracker: Callable[..., TaskTracker], idle_scheduler: BackgroundScheduler) -> None:
+    """Liveness is judged on the store's clock: a reader 61 s (or an hour) ahead sees a fresh runner alive."""
+    release = threading.Event()
+    runner = make_tracker(scheduler=idle_scheduler)
+    task = blocked_task(runner, release)
+    reader = make_tracker(name="reader")
+    try:
+        for ahead in (61, 3600):
+            with freeze_time(datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=ahead)):
+                assert reader.get(task.id).status is S.RUNNING
+                assert [t.status for t in reader.list()] == [S.RUNNING]
+                assert reader.sweep() == 0
+    finally:
+        release.set()
+    assert runner.wait(task.id, timeout=WAIT).status is S.COMPLETE
 
 
 def test_own_tasks_are_never_dead_to_their_runner(make_tracker: Callable[..., TaskTracker], idle_scheduler: BackgroundScheduler) -> None:
@@ -107,28 +128,31 @@ def test_own_tasks_are_never_dead_to_their_runner(make_tracker: Callable[..., Ta
 
 
 def test_stale_host_driven_tasks(make_tracker: Callable[..., TaskTracker]) -> None:
-    """With stale_after, a host-driven task not updated for that long becomes DEAD; without it, never."""
+    """With stale_after, a host-driven task nobody started, not updated for that long, becomes DEAD; without it, never.
+
+    A started one belongs to the process that started it, alive here: staleness does not apply to it.
+    """
     tracker = make_tracker(stale_after=datetime.timedelta(minutes=10))
     patient = make_tracker(name="patient")
     with freeze_time("2026-06-01 12:00:00"):
         task = tracker.start(tracker.submit().id)
         quiet = tracker.submit()
-    t0 = task.last_update
+    t0 = quiet.last_update
     assert tracker.sweep(now=t0 + 10 * 60_000) == 0
     assert patient.sweep(now=t0 + 10**9) == 0
-    assert tracker.sweep(now=t0 + 10 * 60_000 + 1) == 2
-    dead = tracker.get(task.id)
+    assert tracker.sweep(now=t0 + 10 * 60_000 + 1) == 1
+    dead = tracker.get(quiet.id)
     assert dead.status is S.DEAD and "no update for 0:10:00" in dead.message
-    assert tracker.get(quiet.id).status is S.DEAD
+    assert tracker.get(task.id).status is S.RUNNING
 
 
 def test_stale_on_read(make_tracker: Callable[..., TaskTracker]) -> None:
     """get() applies stale_after to the task it reads."""
     tracker = make_tracker(stale_after=datetime.timedelta(minutes=10))
     with freeze_time("2026-06-01 12:00:00") as clock:
-        task = tracker.update_progress(tracker.submit().id, 20)
+        task = tracker.submit()
         clock.tick(9 * 60)
-        assert tracker.get(task.id).status is S.RUNNING
+        assert tracker.get(task.id).status is S.ENQUEUED
         clock.tick(2 * 60)
         assert tracker.get(task.id).status is S.DEAD
 
@@ -172,15 +196,27 @@ def test_host_scheduler_gets_the_jobs_and_is_left_alone(make_tracker: Callable[.
         scheduler.shutdown()
 
 
-def test_reopening_replaces_jobs_instead_of_adding(make_tracker: Callable[..., TaskTracker]) -> None:
-    """Two trackers of one name on one scheduler keep one pair of jobs (replace_existing)."""
+def test_two_trackers_on_one_scheduler_never_take_each_others_jobs(tmp_path: pathlib.Path) -> None:
+    """Default job ids come from the store: two stores share a scheduler; a second tracker on one store is refused."""
     scheduler = BackgroundScheduler()
-    scheduler.start(paused=True)  # jobs of a stopped scheduler wait in a pending list, unmerged
+    scheduler.start(paused=True)
+    first = TaskTracker(str(tmp_path / "a.db"), scheduler=scheduler)
+    other = TaskTracker(str(tmp_path / "b.db"), scheduler=scheduler)
+    twin = TaskTracker(str(tmp_path / "a.db"), scheduler=scheduler)
     try:
-        make_tracker(scheduler=scheduler).open()
-        make_tracker(scheduler=scheduler).open()
-        assert sorted(job.id for job in scheduler.get_jobs()) == ["tasklib:heartbeat", "tasklib:purge"]
+        first.open()
+        other.open()
+        ids = sorted(job.id for job in scheduler.get_jobs())
+        assert len(ids) == 4 and ids[0].split(":")[1] != ids[2].split(":")[1], ids
+        with pytest.raises(ValueError, match="another open tracker"):
+            twin.open()
+        assert sorted(job.id for job in scheduler.get_jobs()) == ids, "the refused tracker changed nothing"
+        first.close()
+        twin.open()  # the jobs are free again
+        assert sorted(job.id for job in scheduler.get_jobs()) == ids
     finally:
+        for tracker in (first, other, twin):
+            tracker.close()
         scheduler.shutdown()
 
 
