@@ -186,8 +186,8 @@ class WorkerPool:
         self._running: dict[str, TaskHandle] = {}
         self._outcomes: dict[str, _Outcome] = {}
         self._dirty: set[TaskHandle] = set()
-        self._closing = threading.Event()
         self._closing_at = float("inf")
+        self._cancel_all = False  # close(wait=False): every task that starts from now on is told to stop
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="tasklib-progress", daemon=True)
         self._flusher.start()
@@ -229,9 +229,9 @@ class WorkerPool:
         worker has stopped.
         """
         self._closing_at = time.monotonic()
-        self._closing.set()
         if not wait:
             with self._lock:
+                self._cancel_all = True
                 queued = list(self._queued.items())
                 running = list(self._running.values())
             for task_id, future in queued:
@@ -309,6 +309,11 @@ class WorkerPool:
             handle = TaskHandle(self, task_id, self._interval)
             with self._lock:
                 self._running[task_id] = handle
+                # Started after close(wait=False) looked for running tasks: stop it as those were.
+                stop_now = self._cancel_all
+            if stop_now:
+                handle._request_cancel()
+                self._cancel_quietly(task_id)
             try:
                 self._run(handle, fn, args, kwargs)
             finally:
