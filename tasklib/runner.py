@@ -238,8 +238,10 @@ class WorkerPool:
                 if future.cancel():
                     self._abandon(task_id)
             for handle in running:
-                handle._request_cancel()
+                # The request is written first: a task that saw the flag before the
+                # store did would find nothing to acknowledge, and end FAILED.
                 self._cancel_quietly(handle.id)
+                handle._request_cancel()
         self._executor.shutdown(wait=True)
         self._stop.set()
         self._flusher.join()
@@ -312,8 +314,8 @@ class WorkerPool:
                 # Started after close(wait=False) looked for running tasks: stop it as those were.
                 stop_now = self._cancel_all
             if stop_now:
-                handle._request_cancel()
                 self._cancel_quietly(task_id)
+                handle._request_cancel()
             try:
                 self._run(handle, fn, args, kwargs)
             finally:
