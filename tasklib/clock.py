@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
-__all__ = ["Instant", "now_ms", "to_ms", "duration_ms"]
+__all__ = ["Instant", "duration_ms", "now_ms", "to_ms"]
 
 #: What a ``now=`` argument accepts: an aware or naive-UTC datetime, or epoch milliseconds.
 Instant = datetime | int

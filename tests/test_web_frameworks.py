@@ -180,7 +180,7 @@ def test_missing_framework_is_an_import_error_naming_the_extra(
 ) -> None:
     """Without the framework installed, the adapter raises ImportError saying which extra to install."""
     monkeypatch.setitem(sys.modules, name, None)  # makes "import name" fail, as if not installed
-    with pytest.raises(ImportError, match=rf"pip install tasklib\[{name}\]"):
+    with pytest.raises(ImportError, match=rf"pip install tasktally\[{name}\]"):
         build(guarded)
 
 
