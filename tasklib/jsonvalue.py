@@ -44,9 +44,7 @@ def _check(value: Any, where: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TypeError(
-                    f"{where} has a key {key!r} of type {type(key).__name__}; JSON object keys must be str"
-                )
+                raise TypeError(f"{where} has a key {key!r} of type {type(key).__name__}; JSON object keys must be str")
             _check(item, f"{where}[{key!r}]")
         return
     hint = " (use a list)" if isinstance(value, tuple) else ""
