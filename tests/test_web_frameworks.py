@@ -17,8 +17,7 @@ import pytest
 from tasklib import TaskStatus, TaskTracker
 from tasklib.web import DEFAULT_PREFIX, fastapi_router, flask_blueprint
 
-from .conftest import rows
-from .test_web import (
+from .helpers import (
     ADMIN,
     ALLOWED,
     OTHER,
@@ -29,6 +28,7 @@ from .test_web import (
     body_checker,
     fuzz_paths,
     is_cancel,
+    rows,
     submit,
 )
 
