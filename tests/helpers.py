@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import quote, unquote
 
 import jsonschema
@@ -78,11 +79,58 @@ ALLOWED = {200, 202, 400, 401, 403, 404, 405}
 TERMINAL = [s for s in TaskStatus if s.is_terminal]
 #: Odd ids: malformed, percent-encoded, huge, injections; none is a task's id as it stands.
 NASTY_IDS = [
-    "", "0", "-1", "+1", "01", "1.0", "1e3", " 1", "1 ", "١", "𝟙", "é", "\x00", "\ud800", "%", "%%", "%zz",
-    "%00", "%FF", "%C3%A9", "%2F", "%2e%2e", "..", ".", "1%00", "1%0A", "%31%32", "%2531", "1;drop",
-    "1 OR 1=1", "1' OR '1'='1", "1; DROP TABLE tasklib_task", "../1", "../../etc/passwd", "1/..", "1?x=1",
-    "1#x", "9" * 19, "9223372036854775807", "9223372036854775808", "-9223372036854775808", "1" * 5000,
-    "٣", "ⅰ", "0x1", "1_000", "\t1", "1\r\n", "<script>", "${jndi:x}", "\\1", "1\\",
+    "",
+    "0",
+    "-1",
+    "+1",
+    "01",
+    "1.0",
+    "1e3",
+    " 1",
+    "1 ",
+    "١",
+    "𝟙",
+    "é",
+    "\x00",
+    "\ud800",
+    "%",
+    "%%",
+    "%zz",
+    "%00",
+    "%FF",
+    "%C3%A9",
+    "%2F",
+    "%2e%2e",
+    "..",
+    ".",
+    "1%00",
+    "1%0A",
+    "%31%32",
+    "%2531",
+    "1;drop",
+    "1 OR 1=1",
+    "1' OR '1'='1",
+    "1; DROP TABLE tasklib_task",
+    "../1",
+    "../../etc/passwd",
+    "1/..",
+    "1?x=1",
+    "1#x",
+    "9" * 19,
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775808",
+    "1" * 5000,
+    "٣",
+    "ⅰ",
+    "0x1",
+    "1_000",
+    "\t1",
+    "1\r\n",
+    "<script>",
+    "${jndi:x}",
+    "\\1",
+    "1\\",
 ]
 
 
