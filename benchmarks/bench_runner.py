@@ -26,11 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import tasklib  # noqa: E402
-from tasklib import TaskTracker  # noqa: E402
-from tasklib.clock import now_ms  # noqa: E402
-from tasklib.status import Event  # noqa: E402
-from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_FILE_PRAGMAS, SQLITE_PRAGMAS  # noqa: E402
+import tasklib
+from tasklib import TaskTracker
+from tasklib.clock import now_ms
+from tasklib.status import Event
+from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_FILE_PRAGMAS, SQLITE_PRAGMAS
 
 WORKERS = 4
 INSERT = ("INSERT INTO tasklib_task (status, description, submitted_by, progress, submitted, last_update) "

@@ -35,7 +35,7 @@ class TaskNotFound(TaskError, LookupError):
 class InvalidTransition(TaskError):
     """The task's status does not allow this change; the task was left unchanged."""
 
-    def __init__(self, task_id: str, status: "TaskStatus", event: "Event") -> None:
+    def __init__(self, task_id: str, status: TaskStatus, event: Event) -> None:
         super().__init__(f"task {task_id} is {status.value}: cannot {event.value}")
         self.task_id = task_id
         self.status = status

@@ -57,38 +57,50 @@ def parse_id(task_id: str) -> int:
 class TaskTracker:
     """Tracks long-running tasks in a SQLite file or a database server.
 
-    ``database`` is a SQLite file path, a database URL (``sqlite:///tasks.db``,
-    ``postgresql://...``), or a peewee ``Database`` the host already uses (tasklib
-    then adds only its ``tasklib_*`` tables and leaves the rest alone).
-
-    ``base_url`` is prefixed to a task's id to make its ``self`` URL; without it
-    ``self`` is the relative path ``/rest/api/3/task/{id}``. Finished tasks are
-    kept for ``retention`` (14 days, as Jira), then :meth:`purge` deletes them.
-    ``is_admin(user_id) -> bool`` lets administrators read and cancel any task.
-
-    Functions given to :meth:`submit` run on ``max_workers`` threads; progress
-    they report is written at most once per ``progress_interval`` seconds.
-
-    :meth:`open` (or ``with``) starts the maintenance jobs on an APScheduler 3.x
-    ``scheduler`` the host runs (it is never started or stopped here), or on a
-    scheduler of the tracker's own: every ``purge_interval`` a purge, every
-    ``heartbeat_interval`` a heartbeat of this process and a sweep that marks DEAD
-    the tasks of runners silent for ``dead_after`` (and, with ``stale_after``,
-    host-driven tasks not yet started and not updated for that long). Job ids
-    start with ``name``, by default one derived from the store, so trackers on
-    different stores never collide on one scheduler; a second open tracker that
-    would take another's jobs is refused with ValueError.
-
     A task belongs to the process that runs or starts it: when that process stops
     heartbeating (it crashed) or its tracker closes, its unfinished tasks become
     DEAD. Liveness is judged on the store's clock, never by comparing two hosts'.
 
-    On PostgreSQL, ``pool_size`` connections at most are open at once, and a call
-    that finds all in use waits up to ``pool_timeout`` seconds, then raises StoreError.
-
     Construction opens the store and creates tasklib's tables if needed; it starts
-    no thread. Raises StoreError when the store cannot be opened, TypeError or
-    ValueError for bad options.
+    no thread. :meth:`open` (or ``with``) starts the maintenance jobs; functions
+    given to :meth:`submit` run on the tracker's worker threads.
+
+    :param database: where tasks live: a SQLite file path, a database URL
+        (``sqlite:///tasks.db``, ``postgresql://...``), ``":memory:"`` for a
+        private in-memory store, or a peewee ``Database``
+        the host already uses (tasklib then adds only its ``tasklib_*`` tables and
+        leaves the rest alone).
+    :param base_url: prefixed to a task's id to make its ``self`` URL; without it
+        ``self`` is the relative path ``/rest/api/3/task/{id}``.
+    :param retention: how long finished tasks are kept before :meth:`purge`
+        deletes them (14 days, as Jira).
+    :param is_admin: ``is_admin(user_id) -> bool``; true for the users who may
+        read and cancel any task, not only their own.
+    :param max_workers: the number of threads that run functions given to
+        :meth:`submit`.
+    :param progress_interval: seconds; progress a running function reports is
+        written at most once per interval, and a cancel request is seen within one.
+    :param scheduler: an APScheduler 3.x scheduler the host runs, for the
+        maintenance jobs (tasklib never starts or stops it); None for a scheduler
+        of the tracker's own.
+    :param purge_interval: how often the purge job deletes expired tasks.
+    :param heartbeat_interval: how often this process renews its runner row and
+        sweeps for dead runners.
+    :param dead_after: a runner silent this long is gone, and its unfinished
+        tasks become DEAD; at least twice ``heartbeat_interval``.
+    :param stale_after: when set, a host-driven task that nobody started and
+        that was not updated for this long also becomes DEAD; None (the default)
+        never does.
+    :param name: the prefix of the maintenance jobs' ids (``{name}:purge``,
+        ``{name}:heartbeat``); by default one derived from the store, so trackers
+        on different stores never collide on one scheduler. A second open tracker
+        that would take another's jobs is refused with ValueError.
+    :param pool_size: PostgreSQL only: the most connections open at once (32).
+    :param pool_timeout: PostgreSQL only: seconds a call waits for a free
+        connection when all are in use, then StoreError (10).
+    :raises StoreError: the store cannot be opened.
+    :raises TypeError: an option of the wrong type.
+    :raises ValueError: an option out of range.
     """
 
     def __init__(

@@ -3,8 +3,8 @@
 :class:`TaskResource` is the whole protocol and needs no web framework: it takes a
 request's method, path and headers and returns a :class:`Response`. Thin adapters
 put it on a server: :func:`wsgi_app` (standard library only), :func:`flask_blueprint`
-(``pip install tasklib[flask]``) and :func:`fastapi_router` (``pip install
-tasklib[fastapi]``); flask and fastapi are imported only when those are called.
+(``pip install tasktally[flask]``) and :func:`fastapi_router` (``pip install
+tasktally[fastapi]``); flask and fastapi are imported only when those are called.
 
 Status codes and bodies are those of Jira's REST API v3:
 
@@ -305,7 +305,7 @@ def flask_blueprint(
     try:
         import flask
     except ImportError as error:
-        raise ImportError("tasklib.web.flask_blueprint needs Flask: pip install tasklib[flask]") from error
+        raise ImportError("tasklib.web.flask_blueprint needs Flask: pip install tasktally[flask]") from error
     resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix)
     blueprint = flask.Blueprint("tasklib", __name__)
 
@@ -340,7 +340,7 @@ def fastapi_router(
     try:
         import fastapi
     except ImportError as error:
-        raise ImportError("tasklib.web.fastapi_router needs FastAPI: pip install tasklib[fastapi]") from error
+        raise ImportError("tasklib.web.fastapi_router needs FastAPI: pip install tasktally[fastapi]") from error
     resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix)
     head = prefix + "/task/"
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 import pytest
 
 from tasklib import TaskTracker
 
+from .helpers import BASE_URL
+
 DATA = pathlib.Path(__file__).parent / "data"
-BASE_URL = "https://your-domain.atlassian.net/rest/api/3/task/"
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,26 @@ def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
 #: The PostgreSQL server the suite runs against a second time, when set.
 POSTGRES_URL = os.environ.get("TASKLIB_TEST_POSTGRES_URL")
 TASKLIB_TABLES = ("tasklib_task", "tasklib_meta", "tasklib_runner", "tasklib_lease")
+POSTGRES_SKIP = "PostgreSQL run: set TASKLIB_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """Report every skipped PostgreSQL run at one place, so ``-ra`` shows one line for all of them.
+
+    pytest groups skips by location and reason; a skip in a fixture is located at
+    each test, which would print a line per test.
+    """
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple) and report.longrepr[2] == f"Skipped: {POSTGRES_SKIP}":
+        where = pathlib.Path(__file__).relative_to(item.config.rootpath)
+        report.longrepr = (str(where), skip_postgres.__code__.co_firstlineno, report.longrepr[2])
+    return report
+
+
+def skip_postgres() -> NoReturn:
+    """Skip this test's PostgreSQL run: no server is configured."""
+    pytest.skip(POSTGRES_SKIP)
 
 
 def reset_postgres(url: str) -> None:
@@ -54,7 +75,7 @@ def store_url(request: pytest.FixtureRequest, db_path: pathlib.Path) -> str:
     if request.param == "sqlite":
         return str(db_path)
     if not POSTGRES_URL:
-        pytest.skip("PostgreSQL run: set TASKLIB_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+        skip_postgres()
     reset_postgres(POSTGRES_URL)
     return POSTGRES_URL
 
@@ -84,8 +105,3 @@ def make_tracker(store_url: str) -> Iterator[Callable[..., TaskTracker]]:
 def tracker(make_tracker: Callable[..., TaskTracker]) -> TaskTracker:
     return make_tracker()
 
-
-def rows(tracker: TaskTracker) -> list[tuple[Any, ...]]:
-    """Every stored task row, read straight from the database."""
-    cursor = tracker._store.db.execute_sql("SELECT * FROM tasklib_task ORDER BY id")
-    return [tuple(r) for r in cursor.fetchall()]

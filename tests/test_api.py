@@ -17,8 +17,7 @@ from tasklib import (
     TrackerClosed,
 )
 
-from .conftest import rows
-from .test_status import reach
+from .helpers import reach, rows
 
 BAD_IDS = [
     "abc",

@@ -14,8 +14,7 @@ from freezegun import freeze_time
 
 from tasklib import Task, TaskStatus, TaskTracker
 
-from .conftest import rows
-from .test_status import reach
+from .helpers import reach, rows
 
 EXAMPLE = {
     "self": "https://your-domain.atlassian.net/rest/api/3/task/1",

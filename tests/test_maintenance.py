@@ -23,7 +23,7 @@ from tasklib import TaskNotFound, TaskStatus, TaskTracker
 from tasklib.clock import now_ms
 from tasklib.maintenance import Maintenance
 
-from .test_runner import WAIT, eventually
+from .helpers import WAIT, eventually
 
 S = TaskStatus
 MS = datetime.timedelta(milliseconds=1)

@@ -19,7 +19,7 @@ import pytest
 from tasklib import StoreError, TaskStatus, TaskTracker
 from tasklib.clock import now_ms
 
-from .test_runner import WAIT, eventually
+from .helpers import WAIT, eventually
 
 S = TaskStatus
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -14,17 +14,9 @@ import pytest
 import tasklib
 from tasklib import TaskCancelled, TaskStatus, TaskTracker, TrackerClosed
 
-from .conftest import rows
+from .helpers import WAIT, eventually, rows
 
 S = TaskStatus
-WAIT = 30  # seconds: generous, only reached when something is broken
-
-
-def eventually(check: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
 
 
 @pytest.fixture

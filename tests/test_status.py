@@ -2,51 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import pytest
 from freezegun import freeze_time
 
-from tasklib import InvalidTransition, Task, TaskNotCancellable, TaskStatus, TaskTracker
+from tasklib import InvalidTransition, TaskNotCancellable, TaskStatus, TaskTracker
 from tasklib.status import TRANSITIONS, Event
 
-from .conftest import rows
+from .helpers import act, reach, rows
 
 S = TaskStatus
-
-# How a tracker reaches each status, from a fresh ENQUEUED task.
-PATHS: dict[TaskStatus, list[Event]] = {
-    S.ENQUEUED: [],
-    S.RUNNING: [Event.START],
-    S.CANCEL_REQUESTED: [Event.START, Event.CANCEL],
-    S.COMPLETE: [Event.START, Event.COMPLETE],
-    S.FAILED: [Event.START, Event.FAIL],
-    S.CANCELLED: [Event.CANCEL],
-    S.DEAD: [Event.START, Event.DIE],
-}
-
-
-def act(tracker: TaskTracker, task_id: str, event: Event) -> Task:
-    """Apply ``event`` through the public API."""
-    calls: dict[Event, Callable[[], Task]] = {
-        Event.START: lambda: tracker.start(task_id),
-        Event.PROGRESS: lambda: tracker.update_progress(task_id, 50, message="half way"),
-        Event.CANCEL: lambda: tracker.cancel(task_id),
-        Event.ACKNOWLEDGE_CANCEL: lambda: tracker.acknowledge_cancel(task_id, message="stopped"),
-        Event.COMPLETE: lambda: tracker.complete(task_id, result={"done": True}),
-        Event.FAIL: lambda: tracker.fail(task_id, message="disk full"),
-        Event.DIE: lambda: tracker.mark_dead(task_id, "runner gone"),
-    }
-    return calls[event]()
-
-
-def reach(tracker: TaskTracker, status: TaskStatus) -> Task:
-    task = tracker.submit(description="t", submitted_by=1)
-    for event in PATHS[status]:
-        task = act(tracker, task.id, event)
-    assert task.status is status
-    return task
-
 
 def test_table_covers_every_status_and_the_documented_moves() -> None:
     """The table has a row per status and exactly the moves the design names."""

@@ -6,7 +6,6 @@ import contextlib
 import datetime
 import http.client
 import json
-import random
 import socket
 import threading
 import urllib.request
@@ -16,29 +15,30 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
-import jsonschema
 import pytest
 from freezegun import freeze_time
 
 from tasklib import TaskStatus, TaskTracker
-from tasklib.web import DEFAULT_PREFIX, Response, TaskResource, wsgi_app
+from tasklib.web import Response, TaskResource, wsgi_app
 
-from .conftest import BASE_URL, rows
-from .test_status import PATHS, act
+from .helpers import (
+    ADMIN,
+    ALLOWED,
+    BASE_URL,
+    NASTY_IDS,
+    OTHER,
+    OWNER,
+    TASK,
+    TERMINAL,
+    auth,
+    bearer,
+    body_checker,
+    fuzz_paths,
+    is_cancel,
+    rows,
+    submit,
+)
 
-OWNER, ADMIN, OTHER = 10000, 1, 20000
-TASK = DEFAULT_PREFIX + "/task/"
-JSON = "application/json;charset=UTF-8"
-ALLOWED = {200, 202, 400, 401, 403, 404, 405}
-TERMINAL = [s for s in TaskStatus if s.is_terminal]
-#: Odd ids: malformed, percent-encoded, huge, injections; none is a task's id as it stands.
-NASTY_IDS = [
-    "", "0", "-1", "+1", "01", "1.0", "1e3", " 1", "1 ", "١", "𝟙", "é", "\x00", "\ud800", "%", "%%", "%zz",
-    "%00", "%FF", "%C3%A9", "%2F", "%2e%2e", "..", ".", "1%00", "1%0A", "%31%32", "%2531", "1;drop",
-    "1 OR 1=1", "1' OR '1'='1", "1; DROP TABLE tasklib_task", "../1", "../../etc/passwd", "1/..", "1?x=1",
-    "1#x", "9" * 19, "9223372036854775807", "9223372036854775808", "-9223372036854775808", "1" * 5000,
-    "٣", "ⅰ", "0x1", "1_000", "\t1", "1\r\n", "<script>", "${jndi:x}", "\\1", "1\\",
-]
 OTHER_PATHS = [
     "",
     "/",
@@ -56,44 +56,8 @@ OTHER_PATHS = [
 ]
 
 
-def bearer(headers: Mapping[str, str]) -> int | None:
-    """The host's authenticator in these tests: "Authorization: Bearer <user id>", else anonymous."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme != "Bearer" or not (token.isascii() and token.isdigit()) or len(token) > 18:
-        return None
-    return int(token)
-
-
-def auth(user: int | None) -> dict[str, str]:
-    return {} if user is None else {"Authorization": f"Bearer {user}"}
-
-
 def header(response: Response, name: str) -> str | None:
     return next((v for k, v in response.headers if k.lower() == name.lower()), None)
-
-
-def body_checker(task_schema: dict[str, Any]) -> Callable[..., Any]:
-    """A checker of one answer's content type and body against Jira's schemas; returns the decoded body."""
-    # Built once: jsonschema.validate() would check and compile the schema on every call.
-    task = jsonschema.Draft202012Validator(task_schema)
-    error_collection = jsonschema.Draft202012Validator(task_schema["$defs"]["ErrorCollection"])
-    cancel_errors = jsonschema.Draft202012Validator(task_schema["$defs"]["CancelTaskErrorBody"])
-
-    def check(status: int, content_type: str | None, body: bytes, *, cancel: bool = False) -> Any:
-        assert content_type == JSON
-        value = json.loads(body.decode("utf-8"))
-        if status in (200, 202, 303):
-            task.validate(value)
-        elif cancel and status != 405:
-            cancel_errors.validate(value)
-            assert len(value) == 1 and value[0]
-        else:
-            error_collection.validate(value)
-            assert value.keys() == {"errorMessages", "errors"} and value["errors"] == {}
-            assert len(value["errorMessages"]) == 1 and value["errorMessages"][0]
-        return value
-
-    return check
 
 
 @pytest.fixture(scope="session")
@@ -113,24 +77,9 @@ def resource(guarded: TaskTracker) -> TaskResource:
     return TaskResource(guarded, authenticate=bearer)
 
 
-def submit(tracker: TaskTracker, status: TaskStatus = TaskStatus.ENQUEUED, user: int = OWNER) -> str:
-    """A task submitted by ``user`` and brought to ``status`` through the public API; returns its id."""
-    task = tracker.submit(description="t", submitted_by=user)
-    for event in PATHS[status]:
-        task = act(tracker, task.id, event)
-    assert task.status is status
-    return task.id
-
-
 def fields(headers: Mapping[str, str]) -> dict[str, str]:
     """Header fields keyed by lower-case name: case-insensitive for ``bearer``, as adapters give them."""
     return {name.lower(): value for name, value in headers.items()}
-
-
-def is_cancel(path: str) -> bool:
-    """Whether ``path`` is a task's cancel path, whose error bodies are arrays."""
-    segments = path[len(TASK) :].split("/") if path.startswith(TASK) else []
-    return len(segments) == 2 and unquote(segments[1]) == "cancel"
 
 
 def call(
@@ -421,22 +370,6 @@ def test_public_names_are_sorted_and_exist() -> None:
 
 
 # -- fuzzing the core -------------------------------------------------------------
-
-
-def fuzz_paths(seed: int, count: int, *, encode: bool = False) -> list[str]:
-    """Nasty ids raw and percent-encoded, plus random strings, on both resource paths.
-
-    With ``encode``, every id is percent-encoded, so each path is valid ASCII a client can send.
-    """
-    rng = random.Random(seed)
-    alphabet = "0123456789" * 3 + "%/?#;. -+\x00\ud800é中٣AFaf~\\"
-    ids = NASTY_IDS + [quote(i, safe="", errors="surrogatepass") for i in NASTY_IDS]
-    ids += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 30))) for _ in range(count)]
-    if encode:
-        ids = [quote(i, safe="", errors="surrogatepass") for i in ids]
-    paths = [TASK + i for i in ids] + [TASK + i + "/cancel" for i in ids]
-    cut_short = [path[: rng.randrange(len(path) + 1)] for path in paths[: count // 4]]
-    return paths + cut_short
 
 
 FUZZ_HEADERS: list[dict[str, str]] = [

@@ -17,8 +17,7 @@ import pytest
 from tasklib import TaskStatus, TaskTracker
 from tasklib.web import DEFAULT_PREFIX, fastapi_router, flask_blueprint
 
-from .conftest import rows
-from .test_web import (
+from .helpers import (
     ADMIN,
     ALLOWED,
     OTHER,
@@ -29,6 +28,7 @@ from .test_web import (
     body_checker,
     fuzz_paths,
     is_cancel,
+    rows,
     submit,
 )
 
@@ -180,7 +180,7 @@ def test_missing_framework_is_an_import_error_naming_the_extra(
 ) -> None:
     """Without the framework installed, the adapter raises ImportError saying which extra to install."""
     monkeypatch.setitem(sys.modules, name, None)  # makes "import name" fail, as if not installed
-    with pytest.raises(ImportError, match=rf"pip install tasklib\[{name}\]"):
+    with pytest.raises(ImportError, match=rf"pip install tasktally\[{name}\]"):
         build(guarded)
 
 
