@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import os
 import threading
 import time
@@ -233,8 +234,9 @@ class _SqliteFile(peewee.SqliteDatabase):
         self._opened: set[Any] = set()
         self._opened_lock = threading.Lock()
 
+    # peewee's stubs leave out its connection hooks, which this class extends.
     def _connect(self) -> Any:
-        conn = super()._connect()
+        conn = super()._connect()  # type: ignore[misc]
         with self._opened_lock:
             self._opened.add(conn)
         return conn
@@ -242,7 +244,7 @@ class _SqliteFile(peewee.SqliteDatabase):
     def _close(self, conn: Any) -> None:
         with self._opened_lock:
             self._opened.discard(conn)
-        super()._close(conn)
+        super()._close(conn)  # type: ignore[misc]
 
     def close_all(self) -> None:
         with self._opened_lock:
@@ -251,7 +253,7 @@ class _SqliteFile(peewee.SqliteDatabase):
             with contextlib.suppress(Exception):
                 conn.close()
         # This thread's peewee state still names its (now closed) connection.
-        self._state.reset()
+        self._state.reset()  # type: ignore[attr-defined]
 
 
 def _memory_database() -> peewee.SqliteDatabase:
@@ -304,7 +306,7 @@ def open_database(
             return _memory_database(), True
         return _SqliteFile(path, pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT), True
     try:
-        import psycopg2  # noqa: F401 - only to say which extra brings it
+        importlib.import_module("psycopg2")  # only to say which extra brings it
     except ImportError:
         raise StoreError(
             f"{scheme}:// needs the PostgreSQL driver: pip install 'tasklib[{SCHEMES[scheme]}]'"
@@ -483,8 +485,8 @@ class Store:
         if self.db.is_closed() or self.db.in_transaction():
             return
         conn = self.db.connection()
-        if not self._is_sqlite and getattr(conn, "closed", 0):
-            if self._pooled:
+        if not self._is_sqlite and getattr(conn, "closed", False):
+            if isinstance(self.db, PooledDatabase):
                 self.db.manual_close()
             else:
                 with contextlib.suppress(Exception):
@@ -758,7 +760,8 @@ class Store:
             updates[T.result] = fn.COALESCE(_p("result"), T.result)
         if event is not Event.CANCEL:
             updates[T.message] = fn.COALESCE(_p("message"), T.message)
-        return T.update(updates).where(*where, T.status.in_([src.value for src in move]))
+        update: peewee.ModelUpdate = T.update(updates).where(*where, T.status.in_([src.value for src in move]))
+        return update
 
     # -- tasks --------------------------------------------------------------
 
