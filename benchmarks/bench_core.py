@@ -28,8 +28,19 @@ from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_FILE_PRAGMAS, SQLITE_PRA
 
 OPS = ("submit", "update_progress", "get+to_json", "complete")
 ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-KEYS = ("id", "status", "description", "message", "result", "submittedBy", "progress",
-        "submitted", "started", "finished", "lastUpdate")
+KEYS = (
+    "id",
+    "status",
+    "description",
+    "message",
+    "result",
+    "submittedBy",
+    "progress",
+    "submitted",
+    "started",
+    "finished",
+    "lastUpdate",
+)
 
 
 def run_tasklib(path: str, n: int) -> dict[str, float]:
@@ -65,13 +76,18 @@ def run_sqlite3(path: str, n: int, statements: dict[str, tuple[str, Callable[...
     t = time.perf_counter()
     ids = []
     for _ in range(n):
-        row = conn.execute(insert_sql, insert_bind({"description": "bench", "submitted_by": 10000, "now": now_ms(), "runner": None})).fetchall()[0]
+        row = conn.execute(
+            insert_sql, insert_bind({"description": "bench", "submitted_by": 10000, "now": now_ms(), "runner": None})
+        ).fetchall()[0]
         ids.append(row[0])
     times["submit"] = time.perf_counter() - t
     progress_sql, progress_bind = statements["progress"]
     t = time.perf_counter()
     for key in ids:
-        conn.execute(progress_sql, progress_bind({"id": key, "now": now_ms(), "progress": 50, "message": "half way", "result": None})).fetchall()
+        conn.execute(
+            progress_sql,
+            progress_bind({"id": key, "now": now_ms(), "progress": 50, "message": "half way", "result": None}),
+        ).fetchall()
     times["update_progress"] = time.perf_counter() - t
     select_sql, select_bind = statements["select"]
     t = time.perf_counter()
@@ -83,7 +99,10 @@ def run_sqlite3(path: str, n: int, statements: dict[str, tuple[str, Callable[...
     complete_sql, complete_bind = statements["complete"]
     t = time.perf_counter()
     for key in ids:
-        conn.execute(complete_sql, complete_bind({"id": key, "now": now_ms(), "progress": None, "message": None, "result": '{"deleted":100}'})).fetchall()
+        conn.execute(
+            complete_sql,
+            complete_bind({"id": key, "now": now_ms(), "progress": None, "message": None, "result": '{"deleted":100}'}),
+        ).fetchall()
     times["complete"] = time.perf_counter() - t
     conn.close()
     return times

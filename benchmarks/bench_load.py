@@ -66,14 +66,24 @@ def work_psycopg2(store: str, n: int, start: float) -> dict[str, object]:
     ids, errors = [], 0
     for _ in range(n):
         try:
-            cur.execute(insert.sql, insert.bind({"description": "load", "submitted_by": 1, "now": now_ms(), "runner": None}))
+            cur.execute(
+                insert.sql, insert.bind({"description": "load", "submitted_by": 1, "now": now_ms(), "runner": None})
+            )
             task_id = cur.fetchall()[0][0]
             for p in range(1, REPORTS + 1):
-                cur.execute(progress.sql, progress.bind({"id": task_id, "now": now_ms(), "progress": p * 9,
-                                                         "message": f"report {p}", "result": None}))
+                cur.execute(
+                    progress.sql,
+                    progress.bind(
+                        {"id": task_id, "now": now_ms(), "progress": p * 9, "message": f"report {p}", "result": None}
+                    ),
+                )
                 cur.fetchall()
-            cur.execute(complete.sql, complete.bind({"id": task_id, "now": now_ms(), "progress": None,
-                                                     "message": None, "result": '{"ok":true}'}))
+            cur.execute(
+                complete.sql,
+                complete.bind(
+                    {"id": task_id, "now": now_ms(), "progress": None, "message": None, "result": '{"ok":true}'}
+                ),
+            )
             cur.fetchall()
             ids.append(str(task_id))
         except Exception as exc:
@@ -91,8 +101,9 @@ def run(side: str, store: str, procs: int, n: int) -> dict[str, float]:
     TaskTracker(store).close()  # the schema exists before the race
     start = time.time() + 1.5  # every process imported and connected before the clock starts
     children = [
-        subprocess.Popen([sys.executable, __file__, "--child", side, store, str(n), str(start)],
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, __file__, "--child", side, store, str(n), str(start)], stdout=subprocess.PIPE, text=True
+        )
         for _ in range(procs)
     ]
     results = [json.loads(c.communicate()[0]) for c in children]
@@ -120,8 +131,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per process")
     parser.add_argument("--procs", type=int, default=4)
-    parser.add_argument("--postgres", default=os.environ.get("TASKLIB_TEST_POSTGRES_URL"),
-                        help="PostgreSQL URL (its tasklib_* tables are dropped)")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("TASKLIB_TEST_POSTGRES_URL"),
+        help="PostgreSQL URL (its tasklib_* tables are dropped)",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -132,13 +146,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         many = run("tasklib", os.path.join(tmp, "many.db"), args.procs, args.tasks)
         one = run("tasklib", os.path.join(tmp, "one.db"), 1, args.procs * args.tasks)
-    print(f"SQLite, one file: {args.procs} processes x {args.tasks} tasks (submit, {REPORTS} progress reports, complete)")
-    print(f"  {args.procs} processes at once: {many['tasks_per_s']:8,.0f} tasks/s ({many['tasks_per_s'] * ops:,.0f} writes/s), "
-          f"errors {many['errors']}, lost updates {many['lost']}")
-    print(f"  1 process, same work:   {one['tasks_per_s']:8,.0f} tasks/s ({one['tasks_per_s'] * ops:,.0f} writes/s), "
-          f"errors {one['errors']}, lost updates {one['lost']}")
-    print(f"  aggregate throughput ratio {many['tasks_per_s'] / one['tasks_per_s']:.2f} (SQLite has one writer at a time); "
-          f"{'PASS' if many['errors'] == many['lost'] == 0 else 'FAIL'}: zero errors, zero lost updates")
+    print(
+        f"SQLite, one file: {args.procs} processes x {args.tasks} tasks (submit, {REPORTS} progress reports, complete)"
+    )
+    print(
+        f"  {args.procs} processes at once: {many['tasks_per_s']:8,.0f} tasks/s ({many['tasks_per_s'] * ops:,.0f} writes/s), "
+        f"errors {many['errors']}, lost updates {many['lost']}"
+    )
+    print(
+        f"  1 process, same work:   {one['tasks_per_s']:8,.0f} tasks/s ({one['tasks_per_s'] * ops:,.0f} writes/s), "
+        f"errors {one['errors']}, lost updates {one['lost']}"
+    )
+    print(
+        f"  aggregate throughput ratio {many['tasks_per_s'] / one['tasks_per_s']:.2f} (SQLite has one writer at a time); "
+        f"{'PASS' if many['errors'] == many['lost'] == 0 else 'FAIL'}: zero errors, zero lost updates"
+    )
     if not args.postgres:
         print("PostgreSQL: skipped (give --postgres URL or set TASKLIB_TEST_POSTGRES_URL)")
         return
@@ -148,9 +170,15 @@ def main() -> None:
     lib = run("tasklib", args.postgres, args.procs, args.tasks)
     ratio = lib["tasks_per_s"] / raw["tasks_per_s"]
     print(f"PostgreSQL: {args.procs} processes x {args.tasks} tasks")
-    print(f"  psycopg2, same statements: {raw['tasks_per_s']:8,.0f} tasks/s, errors {raw['errors']}, lost {raw['lost']}")
-    print(f"  tasklib:                   {lib['tasks_per_s']:8,.0f} tasks/s, errors {lib['errors']}, lost {lib['lost']}")
-    print(f"  ratio {ratio:.2f} (target >= 0.50): {'PASS' if ratio >= 0.5 and lib['errors'] == lib['lost'] == 0 else 'FAIL'}")
+    print(
+        f"  psycopg2, same statements: {raw['tasks_per_s']:8,.0f} tasks/s, errors {raw['errors']}, lost {raw['lost']}"
+    )
+    print(
+        f"  tasklib:                   {lib['tasks_per_s']:8,.0f} tasks/s, errors {lib['errors']}, lost {lib['lost']}"
+    )
+    print(
+        f"  ratio {ratio:.2f} (target >= 0.50): {'PASS' if ratio >= 0.5 and lib['errors'] == lib['lost'] == 0 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -94,8 +94,13 @@ def child_tasklib(path: str) -> dict[str, float]:
     tracker._store.reclaim()
     reclaim = time.perf_counter() - began
     tracker.close()
-    return {"seconds": took, "deleted": deleted, "peak_growth_mb": growth, "reclaim_seconds": reclaim,
-            "file_mb": os.path.getsize(path) / 2**20}
+    return {
+        "seconds": took,
+        "deleted": deleted,
+        "peak_growth_mb": growth,
+        "reclaim_seconds": reclaim,
+        "file_mb": os.path.getsize(path) / 2**20,
+    }
 
 
 def child_tasklib_with_writer(path: str) -> dict[str, float]:
@@ -161,11 +166,17 @@ def main() -> None:
     print(f"  one sqlite3 DELETE: {raw['seconds']:.2f} s, peak memory +{raw['peak_growth_mb']:.1f} MB")
     print(f"  tasklib purge():    {lib['seconds']:.2f} s, peak memory +{lib['peak_growth_mb']:.1f} MB")
     print(f"  time ratio {ratio:.2f} (target <= 1.50): {'PASS' if ratio <= 1.5 else 'FAIL'}")
-    print(f"  peak memory growth {lib['peak_growth_mb']:.1f} MB (target <= 50): {'PASS' if lib['peak_growth_mb'] <= 50 else 'FAIL'}")
-    print(f"  again with a thread submitting tasks throughout: purge {busy['seconds']:.2f} s; longest wait of "
-          f"{busy['writes']:.0f} submits {busy['max_wait_ms']:.0f} ms, worst of all rounds (target <= 200): "
-          f"{'PASS' if busy['max_wait_ms'] <= 200 else 'FAIL'}")
-    print(f"  then reclaim (incremental vacuum + checkpoint): {lib['reclaim_seconds']:.2f} s, file now {lib['file_mb']:.1f} MB")
+    print(
+        f"  peak memory growth {lib['peak_growth_mb']:.1f} MB (target <= 50): {'PASS' if lib['peak_growth_mb'] <= 50 else 'FAIL'}"
+    )
+    print(
+        f"  again with a thread submitting tasks throughout: purge {busy['seconds']:.2f} s; longest wait of "
+        f"{busy['writes']:.0f} submits {busy['max_wait_ms']:.0f} ms, worst of all rounds (target <= 200): "
+        f"{'PASS' if busy['max_wait_ms'] <= 200 else 'FAIL'}"
+    )
+    print(
+        f"  then reclaim (incremental vacuum + checkpoint): {lib['reclaim_seconds']:.2f} s, file now {lib['file_mb']:.1f} MB"
+    )
 
 
 if __name__ == "__main__":

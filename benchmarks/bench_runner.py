@@ -33,12 +33,18 @@ from tasklib.status import Event
 from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_FILE_PRAGMAS, SQLITE_PRAGMAS
 
 WORKERS = 4
-INSERT = ("INSERT INTO tasklib_task (status, description, submitted_by, progress, submitted, last_update) "
-          "VALUES ('ENQUEUED', ?, ?, 0, ?, ?) RETURNING id")
-START = ("UPDATE tasklib_task SET status = 'RUNNING', started = COALESCE(started, ?), last_update = ? "
-         "WHERE id = ? AND status = 'ENQUEUED'")
-COMPLETE = ("UPDATE tasklib_task SET status = 'COMPLETE', progress = 100, result = ?, finished = ?, last_update = ? "
-            "WHERE id = ? AND status IN ('RUNNING', 'CANCEL_REQUESTED')")
+INSERT = (
+    "INSERT INTO tasklib_task (status, description, submitted_by, progress, submitted, last_update) "
+    "VALUES ('ENQUEUED', ?, ?, 0, ?, ?) RETURNING id"
+)
+START = (
+    "UPDATE tasklib_task SET status = 'RUNNING', started = COALESCE(started, ?), last_update = ? "
+    "WHERE id = ? AND status = 'ENQUEUED'"
+)
+COMPLETE = (
+    "UPDATE tasklib_task SET status = 'COMPLETE', progress = 100, result = ?, finished = ?, last_update = ? "
+    "WHERE id = ? AND status IN ('RUNNING', 'CANCEL_REQUESTED')"
+)
 
 
 def noop() -> None:
@@ -109,9 +115,7 @@ def tasklib_progress(path: str, calls: int, interval: float) -> tuple[float, int
     tracker = TaskTracker(path, progress_interval=interval)
     progress_sql = tracker._store._events[Event.PROGRESS].sql
     writes = []
-    tracker._store.db.query_hooks.append(
-        lambda event: writes.append(1) if event.sql == progress_sql else None
-    )
+    tracker._store.db.query_hooks.append(lambda event: writes.append(1) if event.sql == progress_sql else None)
     task = tracker.wait(tracker.submit(lambda: progress_loop(tasklib.current_task(), calls)).id)
     tracker.close()
     return task.result, len(writes)
@@ -147,8 +151,10 @@ def main() -> None:
     print(f"{args.calls:,} update_progress calls with rising progress")
     print(f"  empty method: {empty_best:.3f} s   tasklib handle: {handle_best:.3f} s")
     print(f"  ratio {slow:.2f} (target <= 3.00): {'PASS' if slow <= 3 else 'FAIL'}")
-    print(f"  progress writes / (1 + elapsed // {args.interval} s interval), worst round: "
-          f"{max_writes_per_interval:.2f} (target <= 1): {'PASS' if max_writes_per_interval <= 1 else 'FAIL'}")
+    print(
+        f"  progress writes / (1 + elapsed // {args.interval} s interval), worst round: "
+        f"{max_writes_per_interval:.2f} (target <= 1): {'PASS' if max_writes_per_interval <= 1 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ import signal
 import socketserver
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 from wsgiref.simple_server import WSGIServer, make_server
 
 from tqdm import tqdm
@@ -84,7 +85,7 @@ def _print_table(tasks: list[Task]) -> None:
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[-1]]).rstrip())
 
 
@@ -237,10 +238,8 @@ def _demo_work(steps: int, step_seconds: float) -> dict[str, int]:
 
 
 def _cancel_and_wait(tracker: TaskTracker, task_id: str) -> Task:
-    try:
+    with contextlib.suppress(TaskNotCancellable):  # it finished meanwhile
         tracker.cancel(task_id)
-    except TaskNotCancellable:
-        pass  # it finished meanwhile
     return tracker.wait(task_id)
 
 
@@ -362,9 +361,17 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     listing = commands.add_parser("list", parents=[retention], help="list tasks, newest first")
-    listing.add_argument("--status", type=str.upper, choices=[s.value for s in TaskStatus], help="only tasks in this status")
+    listing.add_argument(
+        "--status", type=str.upper, choices=[s.value for s in TaskStatus], help="only tasks in this status"
+    )
     listing.add_argument("--user", type=int, metavar="ID", help="only tasks submitted by this user id")
-    listing.add_argument("--limit", type=_int_from(1, 1000), default=50, metavar="N", help="at most N tasks (1-1000, default: %(default)s)")
+    listing.add_argument(
+        "--limit",
+        type=_int_from(1, 1000),
+        default=50,
+        metavar="N",
+        help="at most N tasks (1-1000, default: %(default)s)",
+    )
     listing.add_argument("--after", type=_page_after, metavar="ID", help="the next page: tasks older than task ID")
     listing.add_argument("--json", action="store_true", help="print a JSON array of the tasks")
     listing.set_defaults(run=_list)
@@ -377,7 +384,9 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("id", help="task id")
     cancel.set_defaults(run=_cancel)
 
-    purge = commands.add_parser("purge", parents=[retention], help="delete tasks finished longer ago than the retention")
+    purge = commands.add_parser(
+        "purge", parents=[retention], help="delete tasks finished longer ago than the retention"
+    )
     purge.add_argument("--dry-run", action="store_true", help="only count the tasks that would be deleted")
     purge.set_defaults(run=_purge)
 
@@ -396,13 +405,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Submit a sample task (user 10000), show its progress on stderr, then print its JSON. "
         "Exits as watch does; Ctrl-C cancels the task.",
     )
-    demo.add_argument("--steps", type=_int_from(1, 1000), default=5, metavar="N", help="items to process (default: %(default)s)")
-    demo.add_argument("--step-seconds", type=_seconds, default=0.6, metavar="S", help="seconds per item (default: %(default)s)")
+    demo.add_argument(
+        "--steps", type=_int_from(1, 1000), default=5, metavar="N", help="items to process (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--step-seconds", type=_seconds, default=0.6, metavar="S", help="seconds per item (default: %(default)s)"
+    )
     demo.set_defaults(run=_demo)
 
     serve = commands.add_parser("serve", help="serve GET /rest/api/3/task/{id} and POST .../cancel over HTTP")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    serve.add_argument("--port", type=_int_from(0, 65535), default=8080, help="port to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--port", type=_int_from(0, 65535), default=8080, help="port to listen on (default: %(default)s)"
+    )
     serve.add_argument(
         "--base-url",
         metavar="URL",

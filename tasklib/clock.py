@@ -43,7 +43,9 @@ def to_ms(now: Instant | None) -> int:
     else:
         raise TypeError(f"now must be a datetime or epoch milliseconds (int), not {type(now).__name__}")
     if not 0 <= ms <= MAX_INSTANT_MS:
-        raise ValueError(f"now must lie between 1970 and the end of 9999 (epoch milliseconds 0 to {MAX_INSTANT_MS}), got {now}")
+        raise ValueError(
+            f"now must lie between 1970 and the end of 9999 (epoch milliseconds 0 to {MAX_INSTANT_MS}), got {now}"
+        )
     return ms
 
 

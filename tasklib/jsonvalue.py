@@ -79,9 +79,7 @@ def _check(value: Any, where: str, depth: int) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TypeError(
-                    f"{where} has a key {key!r} of type {type(key).__name__}; JSON object keys must be str"
-                )
+                raise TypeError(f"{where} has a key {key!r} of type {type(key).__name__}; JSON object keys must be str")
             _check_utf8(key, f"{where} key")
             _check(item, f"{where}[{key!r}]", depth + 1)
         return

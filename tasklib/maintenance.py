@@ -11,10 +11,11 @@ or reconfigured here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,17 +26,35 @@ __all__ = ["Maintenance"]
 logger = logging.getLogger("tasklib")
 
 
-def _guarded(what: str, job: Callable[[], object]) -> Callable[[], None]:
-    # A failing round (database locked too long, disk full) is logged and the next
-    # round tries again; it must never take the scheduler or the host down.
-    def run() -> None:
-        try:
-            job()
-        except Exception:
-            logger.exception("%s failed; it runs again next round", what)
+class _Rounds:
+    """Lets stop() wait for a round already running, and keeps later ones from starting.
 
-    run.__name__ = run.__qualname__ = f"tasklib_{what}"
-    return run
+    A host's scheduler runs a round in its own thread; removing the job does not
+    wait for it, and the store must not be closed under it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def guarded(self, what: str, job: Callable[[], object]) -> Callable[[], None]:
+        # A failing round (database locked too long, disk full) is logged and the next
+        # round tries again; it must never take the scheduler or the host down.
+        def run() -> None:
+            with self._lock:
+                if self._stopped:
+                    return
+                try:
+                    job()
+                except Exception:
+                    logger.exception("%s failed; it runs again next round", what)
+
+        run.__name__ = run.__qualname__ = f"tasklib_{what}"
+        return run
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
 
 
 class Maintenance:
@@ -49,14 +68,15 @@ class Maintenance:
         heartbeat: Callable[[], object],
         purge_interval: timedelta,
         heartbeat_interval: timedelta,
-        scheduler: "BaseScheduler | None" = None,
+        scheduler: BaseScheduler | None = None,
     ) -> None:
         self._owned = scheduler is None
-        self.scheduler: "BaseScheduler | None" = scheduler
+        self.scheduler: BaseScheduler | None = scheduler
         self.job_ids = (f"{name}:purge", f"{name}:heartbeat")
+        self._rounds = _Rounds()
         self._jobs = (
-            (self.job_ids[0], _guarded("purge", purge), purge_interval),
-            (self.job_ids[1], _guarded("heartbeat", heartbeat), heartbeat_interval),
+            (self.job_ids[0], self._rounds.guarded("purge", purge), purge_interval),
+            (self.job_ids[1], self._rounds.guarded("heartbeat", heartbeat), heartbeat_interval),
         )
 
     def check_free(self) -> None:
@@ -98,7 +118,10 @@ class Maintenance:
             self.scheduler.start()
 
     def stop(self) -> None:
-        """Remove the jobs (a host's scheduler keeps running), or shut down tasklib's own scheduler."""
+        """Remove the jobs (a host's scheduler keeps running), or shut down tasklib's own scheduler.
+
+        Returns once a round that was running has ended; no round starts after.
+        """
         from apscheduler.jobstores.base import JobLookupError
 
         if self.scheduler is None:
@@ -106,9 +129,9 @@ class Maintenance:
         if self._owned:
             if self.scheduler.running:
                 self.scheduler.shutdown(wait=True)
+            self._rounds.stop()
             return
         for job_id in self.job_ids:
-            try:
+            with contextlib.suppress(JobLookupError):  # the host removed it already
                 self.scheduler.remove_job(job_id)
-            except JobLookupError:
-                pass  # the host removed it already
+        self._rounds.stop()

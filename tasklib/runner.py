@@ -8,13 +8,15 @@ polls it for a cancel request. Cancellation is cooperative: nothing is killed.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .checks import check_message, check_progress
 from .errors import InvalidTransition, StoreError, TaskCancelled, TaskError, TaskNotFound, TrackerClosed
@@ -35,10 +37,10 @@ RETRY_FIRST, RETRY_LONGEST = 0.05, 2.0
 #: close() gives up on it (the task is then marked DEAD, or swept by another tracker).
 CLOSE_GRACE = 5.0
 
-_current: contextvars.ContextVar["TaskHandle | None"] = contextvars.ContextVar("tasklib_current_task", default=None)
+_current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar("tasklib_current_task", default=None)
 
 
-def current_task() -> "TaskHandle":
+def current_task() -> TaskHandle:
     """The handle of the task this code runs in.
 
     Works in the task function, in coroutines it awaits, and in threads started
@@ -63,7 +65,7 @@ class TaskHandle:
     request is seen within one interval.
     """
 
-    def __init__(self, pool: "WorkerPool", task_id: str, interval: float) -> None:
+    def __init__(self, pool: WorkerPool, task_id: str, interval: float) -> None:
         self.id = task_id
         self._pool = pool
         self._interval = interval
@@ -122,7 +124,9 @@ class TaskHandle:
         self._dirty = False
         self._next_write = time.monotonic() + self._interval
         try:
-            task = self._pool.tracker._transition(self.id, Event.PROGRESS, progress=self._progress, message=self._message)
+            task = self._pool.tracker._transition(
+                self.id, Event.PROGRESS, progress=self._progress, message=self._message
+            )
         except (InvalidTransition, TaskNotFound):
             # Finished or removed behind the task's back (marked DEAD, purged):
             # tell its code to stop, as a cancel request would.
@@ -177,7 +181,7 @@ class _Outcome:
 class WorkerPool:
     """The tracker's worker threads, started by the first submit(fn), and its progress flusher."""
 
-    def __init__(self, tracker: "TaskTracker", max_workers: int, interval: float) -> None:
+    def __init__(self, tracker: TaskTracker, max_workers: int, interval: float) -> None:
         self.tracker = tracker
         self._interval = interval
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tasklib-worker")
@@ -259,11 +263,18 @@ class WorkerPool:
                 return write()
             except StoreError as exc:
                 if time.monotonic() - self._closing_at > CLOSE_GRACE:
-                    logger.error("gave up writing the %s of task %s at close: %s", what, task_id, exc,
-                                 extra={"task_id": task_id})
+                    logger.error(
+                        "gave up writing the %s of task %s at close: %s", what, task_id, exc, extra={"task_id": task_id}
+                    )
                     return None
-                logger.warning("could not write the %s of task %s, retrying in %.2f s: %s", what, task_id, pause, exc,
-                               extra={"task_id": task_id})
+                logger.warning(
+                    "could not write the %s of task %s, retrying in %.2f s: %s",
+                    what,
+                    task_id,
+                    pause,
+                    exc,
+                    extra={"task_id": task_id},
+                )
                 time.sleep(pause)
                 pause = min(pause * 2, RETRY_LONGEST)
 
@@ -274,10 +285,9 @@ class WorkerPool:
         self._finish(task_id)
 
     def _cancel_quietly(self, task_id: str) -> None:
-        try:
+        # Already finished or gone: nothing left to cancel.
+        with contextlib.suppress(TaskError):
             self.tracker._transition(task_id, Event.CANCEL)
-        except TaskError:
-            pass  # already finished or gone: nothing left to cancel
 
     # -- running --------------------------------------------------------------
 
@@ -346,7 +356,7 @@ class WorkerPool:
         except TaskCancelled as exc:
             self._end_cancelled(handle, exc)
             return
-        except BaseException as exc:  # noqa: BLE001 - a task may raise anything, and must not kill its worker
+        except BaseException as exc:
             logger.error("task %s failed", task_id, exc_info=exc, extra={"task_id": task_id})
             self._end(handle, Event.FAIL, message=describe(exc))
             return
@@ -395,7 +405,7 @@ def describe(exc: BaseException) -> str:
     """
     try:
         text = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the task's outcome
+    except Exception:
         text = "(its message could not be read)"
     name = type(exc).__name__
     return storable_text(f"{name}: {text}" if text else name)

@@ -9,8 +9,8 @@ The storage layer turns each event's column of this table into one compare-and-s
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 __all__ = ["TRANSITIONS", "Event", "TaskStatus"]
 
@@ -53,36 +53,44 @@ class Event(str, enum.Enum):
 _S = TaskStatus
 _E = Event
 
-TRANSITIONS: Mapping[TaskStatus, Mapping[Event, TaskStatus]] = MappingProxyType({
-    _S.ENQUEUED: MappingProxyType({
-        _E.START: _S.RUNNING,
-        _E.PROGRESS: _S.RUNNING,
-        _E.CANCEL: _S.CANCELLED,
-        _E.COMPLETE: _S.COMPLETE,
-        _E.FAIL: _S.FAILED,
-        _E.DIE: _S.DEAD,
-    }),
-    _S.RUNNING: MappingProxyType({
-        _E.PROGRESS: _S.RUNNING,
-        _E.CANCEL: _S.CANCEL_REQUESTED,
-        _E.COMPLETE: _S.COMPLETE,
-        _E.FAIL: _S.FAILED,
-        _E.DIE: _S.DEAD,
-    }),
-    _S.CANCEL_REQUESTED: MappingProxyType({
-        # Progress keeps CANCEL_REQUESTED: a progress write never erases a cancel request.
-        _E.PROGRESS: _S.CANCEL_REQUESTED,
-        _E.CANCEL: _S.CANCEL_REQUESTED,
-        _E.ACKNOWLEDGE_CANCEL: _S.CANCELLED,
-        _E.COMPLETE: _S.COMPLETE,
-        _E.FAIL: _S.FAILED,
-        _E.DIE: _S.DEAD,
-    }),
-    _S.COMPLETE: MappingProxyType({}),
-    _S.FAILED: MappingProxyType({}),
-    _S.CANCELLED: MappingProxyType({}),
-    _S.DEAD: MappingProxyType({}),
-})
+TRANSITIONS: Mapping[TaskStatus, Mapping[Event, TaskStatus]] = MappingProxyType(
+    {
+        _S.ENQUEUED: MappingProxyType(
+            {
+                _E.START: _S.RUNNING,
+                _E.PROGRESS: _S.RUNNING,
+                _E.CANCEL: _S.CANCELLED,
+                _E.COMPLETE: _S.COMPLETE,
+                _E.FAIL: _S.FAILED,
+                _E.DIE: _S.DEAD,
+            }
+        ),
+        _S.RUNNING: MappingProxyType(
+            {
+                _E.PROGRESS: _S.RUNNING,
+                _E.CANCEL: _S.CANCEL_REQUESTED,
+                _E.COMPLETE: _S.COMPLETE,
+                _E.FAIL: _S.FAILED,
+                _E.DIE: _S.DEAD,
+            }
+        ),
+        _S.CANCEL_REQUESTED: MappingProxyType(
+            {
+                # Progress keeps CANCEL_REQUESTED: a progress write never erases a cancel request.
+                _E.PROGRESS: _S.CANCEL_REQUESTED,
+                _E.CANCEL: _S.CANCEL_REQUESTED,
+                _E.ACKNOWLEDGE_CANCEL: _S.CANCELLED,
+                _E.COMPLETE: _S.COMPLETE,
+                _E.FAIL: _S.FAILED,
+                _E.DIE: _S.DEAD,
+            }
+        ),
+        _S.COMPLETE: MappingProxyType({}),
+        _S.FAILED: MappingProxyType({}),
+        _S.CANCELLED: MappingProxyType({}),
+        _S.DEAD: MappingProxyType({}),
+    }
+)
 
 
 def moves(event: Event) -> dict[TaskStatus, TaskStatus]:

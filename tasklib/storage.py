@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import logging
 import os
 import threading
 import time
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import peewee
 from peewee import SQL, Case, Value, fn
@@ -31,7 +33,9 @@ from .clock import now_ms
 from .errors import StoreError
 from .status import Event, TaskStatus, moves, writes
 
-__all__ = ["Heartbeat", "Record", "Store", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "Heartbeat", "Record", "Store"]
+
+logger = logging.getLogger("tasklib")
 
 #: The version of the tables this tasklib writes; stored in ``tasklib_meta``.
 #: 1: tasks and meta. 2: the runner of each task, runners' heartbeats, leases.
@@ -59,6 +63,8 @@ DEFAULT_POOL_TIMEOUT = 10.0
 SQLITE_BUSY_TIMEOUT = 10.0
 #: Attempts of a write that SQLite refused as busy or locked before the caller is told.
 WRITE_ATTEMPTS = 5
+# How long close() waits for statements other threads are running.
+CLOSE_TIMEOUT = 10.0
 #: The key of the PostgreSQL advisory lock under which tasklib creates its tables.
 SCHEMA_LOCK_KEY = 7261
 
@@ -114,6 +120,7 @@ class Heartbeat(NamedTuple):
     beat: int | None
     clock: int
 
+
 #: Columns of a task row as the statements select them; a Heartbeat follows.
 ROW_WIDTH = len(Record._fields)
 
@@ -136,7 +143,7 @@ def _p(name: str) -> Value:
 class _Statement:
     """A query rendered once to (sql, params); :meth:`bind` fills the named placeholders."""
 
-    __slots__ = ("sql", "_template", "_names")
+    __slots__ = ("_names", "_template", "sql")
 
     def __init__(self, query: peewee.Query) -> None:
         self.sql, params = query.sql()
@@ -308,9 +315,7 @@ def open_database(
     try:
         importlib.import_module("psycopg2")  # only to say which extra brings it
     except ImportError:
-        raise StoreError(
-            f"{scheme}:// needs the PostgreSQL driver: pip install 'tasklib[{SCHEMES[scheme]}]'"
-        ) from None
+        raise StoreError(f"{scheme}:// needs the PostgreSQL driver: pip install 'tasklib[{SCHEMES[scheme]}]'") from None
     # Pooled: connections outlive the threads that borrow them; one unused for five
     # minutes is replaced rather than trusted; a full pool makes callers wait, then fail.
     try:
@@ -418,6 +423,9 @@ class Store:
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
         self.db, self._owned = open_database(target, pool_size=pool_size, pool_timeout=pool_timeout)
+        self._users = threading.Condition()
+        self._active = 0
+        self._closed = False
         self._is_sqlite = isinstance(self.db, peewee.SqliteDatabase)
         self.key = store_key(self.db)
         # A pooled connection goes back to the pool after each operation, so threads
@@ -468,7 +476,7 @@ class Store:
         """
         gate = self._writing(exclusive=exclusive) if write else contextlib.nullcontext()
         serial = self._serial if self._serial is not None else contextlib.nullcontext()
-        with serial, gate:
+        with self._in_use(), serial, gate:
             try:
                 with _DRIVER_ERRORS:
                     yield
@@ -478,6 +486,22 @@ class Store:
             finally:
                 if self._pooled and not self.db.in_transaction():
                     self.db.close()
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        # close() must not close a connection another thread is using: SQLite's
+        # driver crashes the process (a segfault) when that happens mid-statement.
+        with self._users:
+            if self._closed:
+                raise StoreError(f"the store {self.name} is closed")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._users:
+                self._active -= 1
+                if not self._active:
+                    self._users.notify_all()
 
     def _discard_if_broken(self) -> None:
         # After a server restart or a dropped connection the driver marks it closed;
@@ -548,7 +572,9 @@ class Store:
             raise StoreError(f"the store {self.name} could not be {verb}: {_one_line(last)}") from last
         raise AssertionError("unreachable")
 
-    def _exec(self, stmt: _Statement, values: dict[str, Any], *, write: bool, **options: Any) -> tuple[list[tuple[Any, ...]], int]:
+    def _exec(
+        self, stmt: _Statement, values: dict[str, Any], *, write: bool, **options: Any
+    ) -> tuple[list[tuple[Any, ...]], int]:
         return self._run(stmt.sql, stmt.bind(values), write=write, **options)
 
     def _in_transaction(self, steps: list[tuple[_Statement, dict[str, Any]]]) -> list[int]:
@@ -564,8 +590,7 @@ class Store:
             except peewee.OperationalError as exc:
                 last: BaseException = exc
                 if attempt + 1 < WRITE_ATTEMPTS and (
-                    (self._is_sqlite and _is_busy(exc))
-                    or (not self._is_sqlite and _is_disconnect(exc) and attempt < 2)
+                    (self._is_sqlite and _is_busy(exc)) or (not self._is_sqlite and _is_disconnect(exc) and attempt < 2)
                 ):
                     time.sleep(0.05 * 2**attempt)
                     continue
@@ -648,8 +673,20 @@ class Store:
     def _build_statements(self) -> None:
         T, R, L = self._m.Task, self._m.Runner, self._m.Lease
         clock = self._clock
-        cols = [T.id, T.status, T.description, T.message, T.result, T.submitted_by,
-                T.progress, T.submitted, T.started, T.finished, T.last_update, T.runner]
+        cols = [
+            T.id,
+            T.status,
+            T.description,
+            T.message,
+            T.result,
+            T.submitted_by,
+            T.progress,
+            T.submitted,
+            T.started,
+            T.finished,
+            T.last_update,
+            T.runner,
+        ]
         assert len(cols) == ROW_WIDTH
         self._insert = _Statement(
             T.insert(
@@ -664,9 +701,7 @@ class Store:
         )
         with_runner = [*cols, R.host, R.pid, R.heartbeat, clock]
         self._select = _Statement(
-            T.select(*with_runner)
-            .join(R, peewee.JOIN.LEFT_OUTER, on=(T.runner == R.token))
-            .where(T.id == _p("id"))
+            T.select(*with_runner).join(R, peewee.JOIN.LEFT_OUTER, on=(T.runner == R.token)).where(T.id == _p("id"))
         )
         # Newest first, paged by id: one statement per combination of filters, each
         # served by an index ending in id, so a page never scans the table.
@@ -686,17 +721,13 @@ class Store:
         by_id = (T.id == _p("id"),)
         self._events = {event: _Statement(self._transition(event, by_id).returning(*cols)) for event in Event}
         self._kill_runner = _Statement(self._transition(Event.DIE, (T.runner == _p("runner"),)))
-        self._kill_stale = _Statement(
-            self._transition(Event.DIE, (T.runner.is_null(), T.last_update < _p("cutoff")))
-        )
+        self._kill_stale = _Statement(self._transition(Event.DIE, (T.runner.is_null(), T.last_update < _p("cutoff"))))
         # Purging walks the ids of the expired tasks in ranges: tasks finish roughly
         # in id order, so a range is a run of neighbouring rows, deleted as cheaply as
         # one big DELETE would, but in short transactions. Only finished tasks have a
         # finished time; the status test keeps an unfinished task safe even so, and,
         # written NOT IN, cannot draw the planner off the id range.
-        self._purge_span = _Statement(
-            T.select(fn.MIN(T.id), fn.MAX(T.id)).where(T.finished < _p("cutoff"))
-        )
+        self._purge_span = _Statement(T.select(fn.MIN(T.id), fn.MAX(T.id)).where(T.finished < _p("cutoff")))
         self._expired = _Statement(
             T.select(fn.COUNT(T.id)).where(T.finished < _p("cutoff"), T.status.not_in(_UNFINISHED))
         )
@@ -719,12 +750,11 @@ class Store:
                 R.heartbeat < clock + _p("shift") - _p("age"), R.token != _p("token")
             )
         )
-        self._runners_on_host = _Statement(
-            R.select(R.token, R.pid).where(R.host == _p("host"), R.token != _p("token"))
-        )
+        self._runners_on_host = _Statement(R.select(R.token, R.pid).where(R.host == _p("host"), R.token != _p("token")))
         self._lease_take = _Statement(
-            L.update(owner=_p("owner"), expires=_p("expires"))
-            .where(L.name == _p("name"), (L.expires < _p("now")) | (L.owner == _p("owner")))
+            L.update(owner=_p("owner"), expires=_p("expires")).where(
+                L.name == _p("name"), (L.expires < _p("now")) | (L.owner == _p("owner"))
+            )
         )
         self._lease_drop = _Statement(
             L.update(owner=None, expires=0).where(L.name == _p("name"), L.owner == _p("owner"))
@@ -806,8 +836,14 @@ class Store:
         ``progress``, ``message`` and ``result`` (JSON text) are the event's fields,
         None keeping what is stored; ``runner`` owns a task this event starts.
         """
-        values = {"id": task_id, "now": now, "progress": progress, "message": message, "result": result,
-                  "runner": runner}
+        values = {
+            "id": task_id,
+            "now": now,
+            "progress": progress,
+            "message": message,
+            "result": result,
+            "runner": runner,
+        }
         rows, _ = self._exec(self._events[event], values, write=True)
         return Record._make(rows[0]) if rows else None
 
@@ -929,9 +965,21 @@ class Store:
     def drop_lease(self, name: str, owner: str) -> None:
         self._exec(self._lease_drop, {"name": name, "owner": owner}, write=True)
 
-    def close(self) -> None:
-        """Close every connection of a database tasklib opened itself; a caller's is left alone."""
+    def close(self, *, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Refuse new statements, then close every connection of a database tasklib opened itself.
+
+        Statements already running are waited for (up to ``timeout`` seconds);
+        connections still in use after that are left to the garbage collector
+        rather than closed under a running statement. A caller's database is left
+        open. Later statements raise StoreError.
+        """
+        with self._users:
+            self._closed = True
+            idle = self._users.wait_for(lambda: not self._active, timeout)
         if not self._owned:
+            return
+        if not idle:
+            logger.warning("the store %s closed with statements still running; their connections stay open", self.name)
             return
         if isinstance(self.db, (PooledDatabase, _SqliteFile)):
             self.db.close_all()

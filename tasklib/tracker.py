@@ -6,8 +6,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from . import jsonvalue
 from .checks import MAX_ID, check_message, check_progress, check_text, check_user
@@ -136,7 +137,9 @@ class TaskTracker:
         duration_ms(heartbeat_interval, "heartbeat_interval", maximum=_LONGEST_INTERVAL)
         self._dead_after_ms = duration_ms(dead_after, "dead_after")
         if dead_after < 2 * heartbeat_interval:
-            raise ValueError("dead_after must be at least twice heartbeat_interval, or live runners would be declared dead")
+            raise ValueError(
+                "dead_after must be at least twice heartbeat_interval, or live runners would be declared dead"
+            )
         self._stale_after_ms = None if stale_after is None else duration_ms(stale_after, "stale_after")
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError("name must be a non-empty str or None")
@@ -153,7 +156,9 @@ class TaskTracker:
         self.progress_interval = float(progress_interval)
         self.dead_after = dead_after
         self.stale_after = stale_after
-        self._store = Store(database, pool_size=pool_size, pool_timeout=max(pool_wait or 0.0, 1e-6))  # peewee reads 0 as forever
+        self._store = Store(
+            database, pool_size=pool_size, pool_timeout=max(pool_wait or 0.0, 1e-6)
+        )  # peewee reads 0 as forever
         self.name = name if name is not None else f"tasklib:{self._store.key}"
         self._maintenance = Maintenance(
             name=self.name,
@@ -172,7 +177,7 @@ class TaskTracker:
 
     # -- lifecycle --------------------------------------------------------
 
-    def open(self) -> "TaskTracker":
+    def open(self) -> TaskTracker:
         """Start the tracker: its worker pool and its maintenance jobs. Returns the tracker.
 
         Registers this process as a runner and at once marks DEAD the tasks of
@@ -222,7 +227,9 @@ class TaskTracker:
                     self._store.bury_runner(self._runner.token, CLOSED_MESSAGE, now_ms())
                 except StoreError as exc:
                     # The heartbeat has stopped: another tracker's sweep ends what is left.
-                    logger.warning("could not end the tasks left at close: %s", exc, extra={"runner": self._runner.label})
+                    logger.warning(
+                        "could not end the tasks left at close: %s", exc, extra={"runner": self._runner.label}
+                    )
         finally:
             self._closed = True
             self._store.close()
@@ -232,7 +239,7 @@ class TaskTracker:
         assert self._pool is not None
         return self._pool
 
-    def __enter__(self) -> "TaskTracker":
+    def __enter__(self) -> TaskTracker:
         return self.open()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -460,7 +467,9 @@ class TaskTracker:
             try:
                 status = TaskStatus(status)
             except ValueError:
-                raise ValueError(f"status must be one of {', '.join(s.value for s in TaskStatus)}, got {status!r}") from None
+                raise ValueError(
+                    f"status must be one of {', '.join(s.value for s in TaskStatus)}, got {status!r}"
+                ) from None
         check_user("submitted_by", submitted_by, optional=True)
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise TypeError(f"limit must be an int, not {type(limit).__name__}")
@@ -541,8 +550,11 @@ class TaskTracker:
         if not self._store.heartbeat(self._runner.token):
             # Declared dead by another process (we were silent too long): our running
             # tasks were marked DEAD and stop at their next report; carry on as new.
-            logger.warning("runner %s was declared dead; registering again", self._runner.label,
-                           extra={"runner": self._runner.label})
+            logger.warning(
+                "runner %s was declared dead; registering again",
+                self._runner.label,
+                extra={"runner": self._runner.label},
+            )
             self._store.add_runner(self._runner.token, self._runner.host, self._runner.pid)
         return self.sweep()
 

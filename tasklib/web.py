@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Iterator, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from .errors import PermissionDenied, TaskNotCancellable, TaskNotFound
@@ -38,8 +39,8 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = [
-    "Authenticate",
     "DEFAULT_PREFIX",
+    "Authenticate",
     "Response",
     "TaskResource",
     "fastapi_router",
@@ -168,10 +169,7 @@ class TaskResource:
                 # The host's bug: say so by name rather than let the tracker blame as_user.
                 raise TypeError(f"authenticate() must return an int user id or None, not {type(user).__name__}")
         try:
-            if cancel:
-                task = self.tracker.cancel(task_id, as_user=user)
-            else:
-                task = self.tracker.get(task_id, as_user=user)
+            task = self.tracker.cancel(task_id, as_user=user) if cancel else self.tracker.get(task_id, as_user=user)
         except TaskNotFound:
             return error(404, _TASK_NOT_FOUND)
         except PermissionDenied:
@@ -180,9 +178,7 @@ class TaskResource:
             return error(400, _NOT_CANCELLABLE)
         return _json(202 if cancel else 200, self._located(task, scheme, host, root).to_dict())
 
-    def see_other(
-        self, task: Task, *, scheme: str = "http", host: str = "localhost", root: str = ""
-    ) -> Response:
+    def see_other(self, task: Task, *, scheme: str = "http", host: str = "localhost", root: str = "") -> Response:
         """A 303 See Other pointing at ``task``, as Jira answers an operation that starts a task.
 
         For the host's own endpoints: ``Location`` is the task's URL (built as in

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any, Callable, Iterator, NoReturn
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import pytest
 
@@ -104,4 +105,3 @@ def make_tracker(store_url: str) -> Iterator[Callable[..., TaskTracker]]:
 @pytest.fixture
 def tracker(make_tracker: Callable[..., TaskTracker]) -> TaskTracker:
     return make_tracker()
-

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any, Callable
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
 
+import tasklib
 from tasklib import (
     PermissionDenied,
     TaskError,
@@ -325,3 +329,26 @@ def test_purge_dry_run_counts_and_deletes_nothing(tracker: TaskTracker) -> None:
     assert tracker.purge(now=datetime.datetime(2021, 1, 1), dry_run=True) == 3
     assert rows(tracker) == before
     assert tracker.purge(now=datetime.datetime(2021, 1, 1)) == 3
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    # ruff's RUF022 order, as isort sorts imports: CONSTANTS, then Classes, then functions.
+    return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        *sorted(
+            f"tasklib.{info.name}" for info in pkgutil.iter_modules(tasklib.__path__) if info.name not in {"__main__"}
+        ),
+        "tasklib",
+    ],
+)
+def test_public_names_are_sorted_and_exist(module: str) -> None:
+    """Every module's __all__ is sorted (constants, classes, functions) and names only what it defines."""
+    mod = importlib.import_module(module)
+    names = list(getattr(mod, "__all__", []))
+    assert names == sorted(names, key=_isort_key)
+    assert len(set(names)) == len(names)
+    assert [name for name in names if not hasattr(mod, name)] == []

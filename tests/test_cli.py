@@ -16,7 +16,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
@@ -309,9 +310,7 @@ def test_purge_honours_retention_days(store: TaskTracker, cli: Cli) -> None:
 # -- watch ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("status", "exit_status"), [(S.COMPLETE, 0), (S.FAILED, 3), (S.CANCELLED, 4), (S.DEAD, 5)]
-)
+@pytest.mark.parametrize(("status", "exit_status"), [(S.COMPLETE, 0), (S.FAILED, 3), (S.CANCELLED, 4), (S.DEAD, 5)])
 def test_watch_of_a_finished_task_exits_by_its_status(
     store: TaskTracker, cli: Cli, status: TaskStatus, exit_status: int
 ) -> None:
@@ -516,13 +515,27 @@ def test_help_documents_the_exit_statuses(tmp_path: pathlib.Path) -> None:
     """--help lists every command and the exit status of each way a watched task ends."""
     result = run(tmp_path, "--help")
     assert result.returncode == 0
-    for text in ("list", "show", "cancel", "purge", "watch", "demo", "serve", "3    watch, demo: the task ended FAILED"):
+    for text in (
+        "list",
+        "show",
+        "cancel",
+        "purge",
+        "watch",
+        "demo",
+        "serve",
+        "3    watch, demo: the task ended FAILED",
+    ):
         assert text in result.stdout
 
 
 def test_importing_main_module_runs_nothing(tmp_path: pathlib.Path) -> None:
     """Importing tasklib.__main__ (as tools do) does not run the command line."""
     result = subprocess.run(
-        [sys.executable, "-c", "import tasklib.__main__"], capture_output=True, text=True, timeout=WAIT, cwd=tmp_path, env=_env()
+        [sys.executable, "-c", "import tasklib.__main__"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        cwd=tmp_path,
+        env=_env(),
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

@@ -12,14 +12,15 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import peewee
 import pytest
 from freezegun import freeze_time
 
 import tasklib
-from tasklib import InvalidTransition, StoreError, TaskStatus, TaskTracker
+from tasklib import InvalidTransition, StoreError, Task, TaskStatus, TaskTracker
 from tasklib.jsonvalue import MAX_DEPTH
 from tasklib.tracker import CLOSED_MESSAGE
 
@@ -93,7 +94,9 @@ def test_an_outcome_the_store_cannot_hold_ends_failed_naming_it(
     ],
     ids=["progress message", "result", "complete message", "fail NUL", "too deep"],
 )
-def test_host_values_the_store_cannot_hold_are_refused_unwritten(tracker: TaskTracker, call: Callable[..., Any]) -> None:
+def test_host_values_the_store_cannot_hold_are_refused_unwritten(
+    tracker: TaskTracker, call: Callable[..., Any]
+) -> None:
     task = tracker.update_progress(tracker.submit().id, 5, message="before")
     before = rows(tracker)
     with pytest.raises(ValueError):
@@ -187,7 +190,7 @@ def test_racing_acknowledge_and_cancel_never_pass_for_success(make_tracker: Call
         seen: list[Any] = []
         go = threading.Barrier(2)
 
-        def acknowledge() -> None:
+        def acknowledge(task: Task = task, seen: list[Any] = seen, go: threading.Barrier = go) -> None:
             go.wait(WAIT)
             for _ in range(200):
                 try:
@@ -235,12 +238,21 @@ HOST_DRIVER = """
 """
 
 
-def test_a_killed_host_process_leaves_its_started_task_dead(make_tracker: Callable[..., TaskTracker], store_url: str) -> None:
+def test_a_killed_host_process_leaves_its_started_task_dead(
+    make_tracker: Callable[..., TaskTracker], store_url: str
+) -> None:
     """kill -9 of the process driving a task: another tracker's sweep makes it DEAD within dead_after."""
-    watcher = make_tracker(heartbeat_interval=datetime.timedelta(milliseconds=200), dead_after=datetime.timedelta(seconds=1))
+    watcher = make_tracker(
+        heartbeat_interval=datetime.timedelta(milliseconds=200), dead_after=datetime.timedelta(seconds=1)
+    )
     watcher.open()
-    child = subprocess.Popen([sys.executable, "-c", _dedent(HOST_DRIVER), store_url], env=_env(), text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _dedent(HOST_DRIVER), store_url],
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert child.stdout is not None
     task_id = child.stdout.readline().strip()
     assert task_id, child.stderr.read() if child.stderr else ""
@@ -259,7 +271,9 @@ def small_disk(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
     """A 3 MB tmpfs, to fill up for real; skipped where this process may not mount one."""
     mount = tmp_path / "small"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True, text=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if made.returncode:
         pytest.skip(f"cannot mount a tmpfs to fill up here ({made.stderr.strip() or 'mount failed'})")
     try:
@@ -343,8 +357,13 @@ def test_reads_never_wait_for_another_processs_writer(db_path: pathlib.Path) -> 
     tracker = TaskTracker(str(db_path))
     task = tracker.update_progress(tracker.submit(description="read me").id, 40)
     tracker.close()
-    holder = subprocess.Popen([sys.executable, "-c", _dedent(LOCK_HOLDER), str(db_path), "5"], env=_env(), text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _dedent(LOCK_HOLDER), str(db_path), "5"],
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     began = time.monotonic()
     took: dict[str, float] = {}
@@ -359,9 +378,19 @@ def test_reads_never_wait_for_another_processs_writer(db_path: pathlib.Path) -> 
 
     def http_get() -> None:
         status: list[str] = []
-        body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": f"/rest/api/3/task/{task.id}", "SERVER_NAME": "localhost",
-                             "SERVER_PORT": "80", "wsgi.url_scheme": "http", "QUERY_STRING": ""},
-                            lambda s, h, *a: status.append(s)))  # type: ignore[arg-type]
+        body = b"".join(
+            app(
+                {
+                    "REQUEST_METHOD": "GET",
+                    "PATH_INFO": f"/rest/api/3/task/{task.id}",
+                    "SERVER_NAME": "localhost",
+                    "SERVER_PORT": "80",
+                    "wsgi.url_scheme": "http",
+                    "QUERY_STRING": "",
+                },
+                lambda s, h, *a: status.append(s),
+            )
+        )  # type: ignore[arg-type]
         assert status[0].startswith("200") and b"read me" in body
 
     threads = [
@@ -400,6 +429,7 @@ def test_an_unsupported_scheme_is_one_line(url: str) -> None:
 @pytest.mark.parametrize("target", [":memory:", "sqlite:///:memory:"])
 def test_memory_store_is_private_and_shared_by_the_trackers_threads(target: str) -> None:
     with TaskTracker(target, max_workers=4, progress_interval=0.01) as tracker:
+
         def work(i: int) -> int:
             tasklib.current_task().update_progress(50)
             return i * 2
@@ -450,6 +480,59 @@ def test_close_leaves_no_file_handle_open(db_path: pathlib.Path) -> None:
     assert _open_files(db_path) == []
 
 
+def test_closing_under_busy_threads_waits_for_their_statements(make_tracker: Callable[..., TaskTracker]) -> None:
+    """Threads reading and writing while the tracker closes get TrackerClosed or StoreError, never a crash.
+
+    Closing a connection another thread is mid-statement on crashes SQLite's
+    driver; close() waits for running statements instead.
+    """
+    tracker = make_tracker()
+    ids = [tracker.start(tracker.submit(description=f"t{i}").id).id for i in range(8)]
+    go = threading.Barrier(9)
+    ended: list[BaseException] = []
+
+    def hammer(task_id: str) -> None:
+        go.wait(WAIT)
+        try:
+            for n in range(1_000_000):
+                tracker.update_progress(task_id, n % 100)
+                tracker.list()
+        except (tasklib.TrackerClosed, StoreError) as exc:
+            ended.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(task_id,)) for task_id in ids]
+    for thread in threads:
+        thread.start()
+    go.wait(WAIT)
+    time.sleep(0.3)
+    tracker.close()
+    for thread in threads:
+        thread.join(WAIT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(ended) == len(threads)
+
+
+def test_closing_waits_for_a_maintenance_round_on_the_hosts_scheduler(
+    make_tracker: Callable[..., TaskTracker],
+) -> None:
+    """A purge round running in the host's scheduler ends before the store is closed; none starts after."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(daemon=True)
+    scheduler.start()
+    try:
+        for _ in range(5):
+            tracker = make_tracker(scheduler=scheduler, purge_interval=datetime.timedelta(milliseconds=1))
+            tracker.open()
+            for _ in range(20):
+                tracker.complete(tracker.submit().id, result=None)
+            time.sleep(0.05)
+            tracker.close()
+            assert scheduler.get_jobs() == []
+    finally:
+        scheduler.shutdown(wait=True)
+
+
 # -- PostgreSQL: a small pool, a restarted server ---------------------------------------
 
 # Only the PostgreSQL run of the store fixture; skipped with the suite's one reason where it is not configured.
@@ -469,7 +552,7 @@ def test_48_threads_on_a_small_pool_wait_their_turn(make_tracker: Callable[..., 
                 tracker.update_progress(task.id, p)
                 tracker.get(task.id)
             done.append(i)
-        except BaseException as exc:  # noqa: BLE001 - the test reports anything at all
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(48)]
@@ -481,7 +564,9 @@ def test_48_threads_on_a_small_pool_wait_their_turn(make_tracker: Callable[..., 
 
 
 @postgres_only
-def test_a_full_pool_is_a_store_error_after_the_timeout(make_tracker: Callable[..., TaskTracker], store_url: str) -> None:
+def test_a_full_pool_is_a_store_error_after_the_timeout(
+    make_tracker: Callable[..., TaskTracker], store_url: str
+) -> None:
     tracker = make_tracker(pool_size=1, pool_timeout=0.3)
     task = tracker.submit()
     db = tracker._store.db
@@ -500,19 +585,25 @@ def test_a_full_pool_is_a_store_error_after_the_timeout(make_tracker: Callable[.
 def _catch(into: list[BaseException], call: Callable[[], Any]) -> None:
     try:
         call()
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         into.append(exc)
 
 
 def _restart_postgres() -> None:
     versions = os.listdir("/etc/postgresql")
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", "restart"], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 @postgres_only
-@pytest.mark.skipif(os.environ.get("TASKLIB_TEST_PG_RESTART") != "1",
-                    reason="restarts the local PostgreSQL server: set TASKLIB_TEST_PG_RESTART=1")
+@pytest.mark.skipif(
+    os.environ.get("TASKLIB_TEST_PG_RESTART") != "1",
+    reason="restarts the local PostgreSQL server: set TASKLIB_TEST_PG_RESTART=1",
+)
 def test_a_postgresql_restart_strands_no_task(make_tracker: Callable[..., TaskTracker], store_url: str) -> None:
     """Tasks running across a server restart all end COMPLETE; host calls meanwhile fail only as StoreError."""
     tracker = make_tracker(max_workers=4, progress_interval=0.02)
@@ -534,7 +625,7 @@ def test_a_postgresql_restart_strands_no_task(make_tracker: Callable[..., TaskTr
                 tracker.get(tasks[0].id)
             except StoreError:
                 pass
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 foreign.append(exc)
             time.sleep(0.01)
 
@@ -584,15 +675,26 @@ SKEWED_READER = """
 
 def test_clocks_that_disagree_kill_nothing(store_url: str) -> None:
     """A runner 120 s behind, read by a process 61 s ahead and one 120 s ahead: its task stays RUNNING, then completes."""
-    runner = subprocess.Popen([sys.executable, "-c", _dedent(SKEWED_RUNNER), store_url, "-120"], env=_env(),
-                              text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runner = subprocess.Popen(
+        [sys.executable, "-c", _dedent(SKEWED_RUNNER), store_url, "-120"],
+        env=_env(),
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert runner.stdout is not None and runner.stdin is not None
     task_id = runner.stdout.readline().strip()
     assert task_id, runner.stderr.read() if runner.stderr else ""
     time.sleep(0.5)
     for skew in ("61", "120", "-300"):
-        reader = subprocess.run([sys.executable, "-c", _dedent(SKEWED_READER), store_url, task_id, skew], env=_env(),
-                                text=True, capture_output=True, timeout=WAIT)
+        reader = subprocess.run(
+            [sys.executable, "-c", _dedent(SKEWED_READER), store_url, task_id, skew],
+            env=_env(),
+            text=True,
+            capture_output=True,
+            timeout=WAIT,
+        )
         assert reader.stdout.split() == ["RUNNING", "0", "RUNNING"], (skew, reader.stderr)
     runner.stdin.write("go\n")
     runner.stdin.flush()

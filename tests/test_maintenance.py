@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -95,7 +95,9 @@ def test_reconcile_on_read(make_tracker: Callable[..., TaskTracker], idle_schedu
         release.set()
 
 
-def test_a_reader_whose_clock_runs_ahead_kills_nothing(make_tracker: Callable[..., TaskTracker], idle_scheduler: BackgroundScheduler) -> None:
+def test_a_reader_whose_clock_runs_ahead_kills_nothing(
+    make_tracker: Callable[..., TaskTracker], idle_scheduler: BackgroundScheduler
+) -> None:
     """Liveness is judged on the store's clock: a reader 61 s (or an hour) ahead sees a fresh runner alive."""
     release = threading.Event()
     runner = make_tracker(scheduler=idle_scheduler)
@@ -112,7 +114,9 @@ def test_a_reader_whose_clock_runs_ahead_kills_nothing(make_tracker: Callable[..
     assert runner.wait(task.id, timeout=WAIT).status is S.COMPLETE
 
 
-def test_own_tasks_are_never_dead_to_their_runner(make_tracker: Callable[..., TaskTracker], idle_scheduler: BackgroundScheduler) -> None:
+def test_own_tasks_are_never_dead_to_their_runner(
+    make_tracker: Callable[..., TaskTracker], idle_scheduler: BackgroundScheduler
+) -> None:
     """The tracker running a task does not declare it dead, however old its own heartbeat row."""
     release = threading.Event()
     runner = make_tracker(scheduler=idle_scheduler)
@@ -178,8 +182,14 @@ def test_scheduler_purges_without_a_manual_call(make_tracker: Callable[..., Task
 def test_host_scheduler_gets_the_jobs_and_is_left_alone(make_tracker: Callable[..., TaskTracker]) -> None:
     """A host's scheduler gets fixed-id jobs (coalesce, max_instances=1) and is neither started nor stopped."""
     scheduler = BackgroundScheduler()
-    tracker = make_tracker(scheduler=scheduler, name="billing", retention=100 * MS,
-                           purge_interval=200 * MS, heartbeat_interval=100 * MS, dead_after=SECOND)
+    tracker = make_tracker(
+        scheduler=scheduler,
+        name="billing",
+        retention=100 * MS,
+        purge_interval=200 * MS,
+        heartbeat_interval=100 * MS,
+        dead_after=SECOND,
+    )
     tracker.open()
     assert not scheduler.running, "the tracker must not start the host's scheduler"
     jobs = {job.id: job for job in scheduler.get_jobs()}
@@ -236,8 +246,9 @@ def test_a_failing_round_is_logged_and_retried(caplog: pytest.LogCaptureFixture)
         calls.append(time.monotonic())
         raise OSError("database or disk is full")
 
-    maintenance = Maintenance(name="t", purge=broken, heartbeat=lambda: None,
-                              purge_interval=100 * MS, heartbeat_interval=100 * MS)
+    maintenance = Maintenance(
+        name="t", purge=broken, heartbeat=lambda: None, purge_interval=100 * MS, heartbeat_interval=100 * MS
+    )
     with caplog.at_level(logging.ERROR, logger="tasklib"):
         maintenance.start()
         try:
@@ -342,7 +353,9 @@ def test_killed_runner_process_makes_its_task_dead(make_tracker: Callable[..., T
     assert dead.status is S.DEAD and f":{child.pid} stopped responding" in dead.message
 
 
-def test_new_tracker_marks_vanished_processes_on_this_host_at_once(make_tracker: Callable[..., TaskTracker], store_url: str) -> None:
+def test_new_tracker_marks_vanished_processes_on_this_host_at_once(
+    make_tracker: Callable[..., TaskTracker], store_url: str
+) -> None:
     """A tracker opening on the store marks DEAD at once the tasks of same-host runners whose process is gone."""
     child, task_id = spawn_child(store_url)
     kill(child)
@@ -375,8 +388,16 @@ def test_two_processes_purging_at_once(make_tracker: Callable[..., TaskTracker],
     keep = tracker.submit()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = str(time.time() + 1.0)
-    procs = [subprocess.Popen([sys.executable, "-c", PURGER, store_url, start], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PURGER, store_url, start],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
     counts = [int(out) for out, _ in outputs]

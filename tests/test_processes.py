@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import signal
 import sqlite3
@@ -12,7 +13,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -27,8 +28,14 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def python(code: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )  # type: ignore[call-overload]
 
 
 WORKER = """
@@ -170,7 +177,7 @@ def test_kill_9_while_writing_keeps_the_file_intact(db_path: pathlib.Path, after
 def test_missing_directory_is_a_clear_error(tmp_path: pathlib.Path) -> None:
     """A path in a directory that does not exist is refused at open, naming the file; nothing is created."""
     path = tmp_path / "no-such-dir" / "tasks.db"
-    with pytest.raises(StoreError, match="no-such-dir/tasks.db"):
+    with pytest.raises(StoreError, match=re.escape("no-such-dir/tasks.db")):
         TaskTracker(str(path))
     assert not path.parent.exists()
 
@@ -191,7 +198,10 @@ def as_other_user(code: str, *args: str) -> subprocess.CompletedProcess[str]:
         pytest.skip("running as root without setpriv: cannot open a store as a user without write access")
     return subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code, *args],
-        env=ENV, text=True, capture_output=True, timeout=60,
+        env=ENV,
+        text=True,
+        capture_output=True,
+        timeout=60,
     )
 
 

@@ -7,7 +7,8 @@ import contextvars
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,7 @@ def test_handle_knows_its_task(runner: TaskTracker) -> None:
 
 def test_arguments_and_reserved_keywords(runner: TaskTracker) -> None:
     """Positional and keyword arguments reach fn; description and submitted_by do not."""
+
     def work(*args: Any, **kwargs: Any) -> dict[str, Any]:
         return {"args": list(args), "kwargs": kwargs}
 
@@ -71,6 +73,7 @@ def cancellable_loop(seen: dict[str, float]) -> Callable[[], None]:
             handle.update_progress(min(99, i // 10))
             i += 1
             time.sleep(0.001)
+
     return work
 
 
@@ -121,6 +124,7 @@ class Odd(BaseException):
 def raise_(exc: BaseException) -> Callable[[], None]:
     def work() -> None:
         raise exc
+
     return work
 
 
@@ -138,8 +142,18 @@ def raise_(exc: BaseException) -> Callable[[], None]:
         (lambda: {1, 2}, S.FAILED, "returned a set"),
         (lambda: float("nan"), S.FAILED, "returned a float"),
     ],
-    ids=["dict", "none", "exception", "no-text", "base-exception", "keyboard-interrupt", "system-exit",
-         "cancelled-unasked", "set", "nan"],
+    ids=[
+        "dict",
+        "none",
+        "exception",
+        "no-text",
+        "base-exception",
+        "keyboard-interrupt",
+        "system-exit",
+        "cancelled-unasked",
+        "set",
+        "nan",
+    ],
 )
 def test_outcomes(runner: TaskTracker, fn: Callable[[], Any], status: TaskStatus, message: str | None) -> None:
     """Each way a function can end gives its status and message, and the worker lives on."""
@@ -157,6 +171,7 @@ def test_outcomes(runner: TaskTracker, fn: Callable[[], Any], status: TaskStatus
 
 def test_failure_traceback_goes_to_logging_not_json(runner: TaskTracker, caplog: pytest.LogCaptureFixture) -> None:
     """The traceback of a failed task is logged; the task's JSON holds only "Type: text"."""
+
     def work() -> None:
         raise ValueError("disk full")
 
@@ -189,6 +204,7 @@ def test_cancelled_task_ends_cancelled_with_its_last_progress(runner: TaskTracke
 
 def test_200_tasks_on_4_workers(runner: TaskTracker) -> None:
     """200 tasks of mixed outcomes on 4 workers each reach the right terminal state."""
+
     def work(i: int) -> int:
         handle = tasklib.current_task()
         for p in range(0, 101, 25):
@@ -250,6 +266,7 @@ def test_closed_tracker_refuses_new_work(runner: TaskTracker) -> None:
 
 def test_coroutine_function_runs_with_the_same_handle(runner: TaskTracker) -> None:
     """An async def task runs on an event loop, reports progress, and its result completes it."""
+
     async def work(n: int) -> dict[str, Any]:
         handle = tasklib.current_task()
         for i in range(n):
@@ -265,6 +282,7 @@ def test_coroutine_function_runs_with_the_same_handle(runner: TaskTracker) -> No
 
 def test_coroutine_cancellation_and_failure(runner: TaskTracker) -> None:
     """An async task stops CANCELLED on request, and FAILED on an exception."""
+
     async def loop() -> None:
         while True:
             tasklib.current_task().raise_if_cancelled()
@@ -283,6 +301,7 @@ def test_coroutine_cancellation_and_failure(runner: TaskTracker) -> None:
 
 def test_handle_in_a_thread_with_copied_context(runner: TaskTracker) -> None:
     """current_task() works in a thread the task starts with a copy of its context."""
+
     def work() -> bool:
         ctx = contextvars.copy_context()
         out: list[str] = []
@@ -302,6 +321,7 @@ def test_current_task_outside_a_task_is_a_runtime_error() -> None:
 
 def test_bad_progress_inside_a_task_raises_there(runner: TaskTracker) -> None:
     """The handle refuses bad progress with TypeError/ValueError, in the task's own code."""
+
     def work() -> list[str]:
         handle = tasklib.current_task()
         errors = []
@@ -324,7 +344,9 @@ def test_hot_loop_writes_at_most_once_per_interval(make_tracker: Callable[..., T
     """A million progress calls write a handful of times, and the final state is exact."""
     runner = make_tracker(progress_interval=0.1)
     writes: list[str] = []
-    runner._store.db.query_hooks.append(lambda event: writes.append(event.sql) if event.sql.startswith("UPDATE") else None)
+    runner._store.db.query_hooks.append(
+        lambda event: writes.append(event.sql) if event.sql.startswith("UPDATE") else None
+    )
 
     def work(n: int) -> float:
         handle = tasklib.current_task()

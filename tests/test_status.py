@@ -12,6 +12,7 @@ from .helpers import act, reach, rows
 
 S = TaskStatus
 
+
 def test_table_covers_every_status_and_the_documented_moves() -> None:
     """The table has a row per status and exactly the moves the design names."""
     targets = {src: set(row.values()) for src, row in TRANSITIONS.items()}

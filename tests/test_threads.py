@@ -6,7 +6,7 @@ import collections
 import random
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tasklib import InvalidTransition, TaskNotCancellable, TaskStatus, TaskTracker
 
@@ -40,7 +40,9 @@ def test_racing_progress_complete_and_cancel(tracker: TaskTracker) -> None:
                 if task_id not in live:
                     continue
                 try:
-                    task = tracker.update_progress(task_id, min(99, steps[task_id] * 7), message=f"step {steps[task_id]}")
+                    task = tracker.update_progress(
+                        task_id, min(99, steps[task_id] * 7), message=f"step {steps[task_id]}"
+                    )
                     steps[task_id] += 1
                     if task.cancel_requested:
                         tracker.acknowledge_cancel(task_id)
@@ -73,6 +75,7 @@ def test_racing_progress_complete_and_cancel(tracker: TaskTracker) -> None:
                 target(*args)
             except BaseException as exc:  # surfaced by the assertion below
                 errors.append(exc)
+
         return body
 
     cancels, completes = sorted(to_cancel), sorted(to_complete)

@@ -9,8 +9,9 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -210,10 +211,18 @@ def test_fastapi_decodes_the_path_exactly_once(guarded: TaskTracker) -> None:
 
     def get(path: str, raw_path: bytes) -> int:
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-            "scheme": "http", "path": path, "raw_path": raw_path, "root_path": "", "query_string": b"",
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": raw_path,
+            "root_path": "",
+            "query_string": b"",
             "headers": [(b"host", b"h"), (b"authorization", f"Bearer {OWNER}".encode())],
-            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 80),
         }
         sent: list[dict[str, Any]] = []
 
