@@ -28,7 +28,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 from tasklib import TaskTracker  # noqa: E402
-from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_FILE_PRAGMAS, SQLITE_PRAGMAS  # noqa: E402
+from tasklib.storage import DEFAULT_DURABILITY, SQLITE_BUSY_TIMEOUT, SQLITE_FILE_PRAGMAS, SQLITE_PRAGMAS  # noqa: E402
 
 FINISHED = 1_700_000_000_000  # every task finished by then, long ago
 NOW = FINISHED + 30 * 86_400_000
@@ -70,7 +70,7 @@ def build(path: str, n: int) -> None:
 
 def child_sqlite3(path: str) -> dict[str, float]:
     conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
-    for name, value in SQLITE_FILE_PRAGMAS + SQLITE_PRAGMAS:
+    for name, value in SQLITE_FILE_PRAGMAS + SQLITE_PRAGMAS[DEFAULT_DURABILITY]:
         conn.execute(f"PRAGMA {name} = {value}")
     before = rss_mb()
     began = time.perf_counter()

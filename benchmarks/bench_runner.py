@@ -30,7 +30,7 @@ import tasklib
 from tasklib import TaskTracker
 from tasklib.clock import now_ms
 from tasklib.status import Event
-from tasklib.storage import SQLITE_BUSY_TIMEOUT, SQLITE_FILE_PRAGMAS, SQLITE_PRAGMAS
+from tasklib.storage import DEFAULT_DURABILITY, SQLITE_BUSY_TIMEOUT, SQLITE_FILE_PRAGMAS, SQLITE_PRAGMAS
 
 WORKERS = 4
 INSERT = (
@@ -53,7 +53,7 @@ def noop() -> None:
 
 def connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-    for name, value in SQLITE_FILE_PRAGMAS + SQLITE_PRAGMAS:
+    for name, value in SQLITE_FILE_PRAGMAS + SQLITE_PRAGMAS[DEFAULT_DURABILITY]:
         conn.execute(f"PRAGMA {name} = {value}")
     return conn
 

@@ -22,6 +22,7 @@ from .clock import now_ms
 from .errors import TaskError, TaskNotCancellable
 from .runner import current_task
 from .status import TaskStatus
+from .storage import DEFAULT_DURABILITY, DURABILITIES
 from .task import Task
 from .tracker import TaskTracker, parse_id
 
@@ -165,7 +166,7 @@ def _existing_store(args: argparse.Namespace) -> Iterator[TaskTracker]:
     # SQLite would create a missing file, so a mistyped path would look like an empty store.
     if _is_plain_path(args.db) and not os.path.exists(args.db):
         raise CommandError(f"no database file {args.db} (it is created when the first task is submitted)")
-    tracker = TaskTracker(args.db, retention=timedelta(days=args.retention_days))
+    tracker = TaskTracker(args.db, retention=timedelta(days=args.retention_days), durability=args.durability)
     try:
         yield tracker
     finally:
@@ -244,7 +245,7 @@ def _cancel_and_wait(tracker: TaskTracker, task_id: str) -> Task:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    tracker = TaskTracker(args.db)
+    tracker = TaskTracker(args.db, durability=args.durability)
     try:
         task = tracker.submit(
             _demo_work,
@@ -274,7 +275,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 def _serve(args: argparse.Namespace) -> int:
     from .web import wsgi_app
 
-    tracker = TaskTracker(args.db, base_url=args.base_url)
+    tracker = TaskTracker(args.db, base_url=args.base_url, durability=args.durability)
     try:
         try:
             server = make_server(args.host, args.port, wsgi_app(tracker), server_class=_ThreadingWSGIServer)
@@ -347,6 +348,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("TASKLIB_DATABASE") or DEFAULT_DATABASE,
         metavar="PATH",
         help="SQLite file or database URL (default: $TASKLIB_DATABASE, else %(default)s)",
+    )
+    parser.add_argument(
+        "--durability",
+        choices=DURABILITIES,
+        default=DEFAULT_DURABILITY,
+        help="SQLite: 'full' makes every write survive a power loss, at one fsync each (default: %(default)s)",
     )
     parser.set_defaults(retention_days=14)  # for the commands without --retention-days
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -33,7 +33,7 @@ from .clock import now_ms
 from .errors import StoreError
 from .status import Event, TaskStatus, moves, writes
 
-__all__ = ["SCHEMA_VERSION", "Heartbeat", "Record", "Store"]
+__all__ = ["DURABILITIES", "SCHEMA_VERSION", "Heartbeat", "Record", "Store"]
 
 logger = logging.getLogger("tasklib")
 
@@ -50,9 +50,20 @@ SQLITE_FILE_PRAGMAS: tuple[tuple[str, Any], ...] = (
     ("auto_vacuum", "incremental"),
     ("journal_mode", "wal"),
 )
-#: Pragmas set on every connection to a SQLite file tasklib opens itself:
-#: synchronous=FULL makes every commit survive a power loss, not only a crash.
-SQLITE_PRAGMAS: tuple[tuple[str, Any], ...] = (("synchronous", "full"),)
+#: The durabilities a store may be opened with, and the ``synchronous`` setting
+#: each gives every connection to a SQLite file tasklib opens itself. In WAL mode
+#: NORMAL never corrupts the file nor loses a commit to a process crash; only the
+#: last commits before a power loss or an OS crash may be rolled back. FULL syncs
+#: the WAL at every commit, so a commit survives a power loss too, at a price of
+#: one fsync per write. A PostgreSQL server's commit settings are its own: tasklib
+#: leaves them alone under both.
+DURABILITIES = ("normal", "full")
+DEFAULT_DURABILITY = "normal"
+#: Pragmas set on every connection to a SQLite file tasklib opens itself, per durability.
+SQLITE_PRAGMAS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "normal": (("synchronous", "normal"),),
+    "full": (("synchronous", "full"),),
+}
 #: The URL schemes tasklib opens itself, and the extra that brings each one's driver.
 SCHEMES = {"sqlite": None, "postgres": "postgres", "postgresql": "postgres"}
 #: Connections a PostgreSQL pool opened by tasklib may hold, and seconds a caller
@@ -253,6 +264,11 @@ class _SqliteFile(peewee.SqliteDatabase):
             self._opened.discard(conn)
         super()._close(conn)  # type: ignore[misc]
 
+    def open_connections(self) -> list[Any]:
+        """The connections this database has opened and not yet closed, in any thread."""
+        with self._opened_lock:
+            return list(self._opened)
+
     def close_all(self) -> None:
         with self._opened_lock:
             conns, self._opened = self._opened, set()
@@ -275,16 +291,21 @@ def open_database(
     *,
     pool_size: int = DEFAULT_POOL_SIZE,
     pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+    durability: str = DEFAULT_DURABILITY,
 ) -> tuple[peewee.Database, bool]:
     """The database for ``target`` and whether tasklib owns it (opened it itself).
 
     ``target`` is a peewee Database (the caller's, left configured as it is), a
     database URL (``sqlite:///path``, ``postgresql://...``), a SQLite file path, or
     ``":memory:"`` for a private store that lives as long as the tracker.
+    ``durability`` ("normal" or "full", see DURABILITIES) sets ``synchronous`` on
+    every connection to a SQLite file opened here; a caller's database and a
+    PostgreSQL server are left as they are.
     Raises TypeError/ValueError for a bad argument, StoreError for a database
     tasklib cannot use (an unsupported scheme, a driver not installed, a peewee
     in-memory SQLite database, which gives each thread its own empty database).
     """
+    pragmas = check_durability(durability)
     if isinstance(target, peewee.Database):
         if isinstance(target, peewee.SqliteDatabase) and target.database in (":memory:", "") and target.thread_safe:
             raise StoreError(
@@ -302,7 +323,7 @@ def open_database(
     if "://" not in target:
         if target == ":memory:":
             return _memory_database(), True
-        return _SqliteFile(target, pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT), True
+        return _SqliteFile(target, pragmas=pragmas, timeout=SQLITE_BUSY_TIMEOUT), True
     scheme, rest = target.split("://", 1)
     if scheme not in SCHEMES:
         supported = ", ".join(f"{name}://" for name in SCHEMES)
@@ -311,7 +332,7 @@ def open_database(
         path = rest[1:] if rest.startswith("/") else rest  # sqlite:///tasks.db is the file tasks.db
         if path in (":memory:", ""):
             return _memory_database(), True
-        return _SqliteFile(path, pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT), True
+        return _SqliteFile(path, pragmas=pragmas, timeout=SQLITE_BUSY_TIMEOUT), True
     try:
         importlib.import_module("psycopg2")  # only to say which extra brings it
     except ImportError:
@@ -324,6 +345,16 @@ def open_database(
         ), True
     except (RuntimeError, ValueError, ImportError, peewee.ImproperlyConfigured) as exc:
         raise StoreError(f"cannot open the database {scheme}://...: {_one_line(exc)}") from exc
+
+
+def check_durability(durability: object) -> tuple[tuple[str, Any], ...]:
+    """The SQLite pragmas of ``durability``; TypeError/ValueError for anything but a name in DURABILITIES."""
+    if not isinstance(durability, str):
+        raise TypeError(f"durability must be a str, not {type(durability).__name__}")
+    if durability not in SQLITE_PRAGMAS:
+        allowed = " or ".join(repr(name) for name in DURABILITIES)
+        raise ValueError(f"durability must be {allowed}, got {durability[:40]!r}")
+    return SQLITE_PRAGMAS[durability]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -363,17 +394,24 @@ class _WriteGate:
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
+        self.enter_shared()
+        try:
+            yield
+        finally:
+            self.leave_shared()
+
+    # As plain calls too: the store's direct path spares itself a context manager.
+    def enter_shared(self) -> None:
         with self._cond:
             while self._long or self._long_waiting:
                 self._cond.wait()
             self._short += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._short -= 1
-                if not self._short:
-                    self._cond.notify_all()
+
+    def leave_shared(self) -> None:
+        with self._cond:
+            self._short -= 1
+            if not self._short:
+                self._cond.notify_all()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -421,9 +459,13 @@ class Store:
         *,
         pool_size: int = DEFAULT_POOL_SIZE,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        durability: str = DEFAULT_DURABILITY,
     ) -> None:
-        self.db, self._owned = open_database(target, pool_size=pool_size, pool_timeout=pool_timeout)
-        self._users = threading.Condition()
+        self.db, self._owned = open_database(
+            target, pool_size=pool_size, pool_timeout=pool_timeout, durability=durability
+        )
+        self._users_lock = threading.Lock()
+        self._users = threading.Condition(self._users_lock)
         self._active = 0
         self._closed = False
         self._is_sqlite = isinstance(self.db, peewee.SqliteDatabase)
@@ -440,6 +482,9 @@ class Store:
         # of up to 100 ms and so could starve them. A database server needs no gate.
         self._gate = _WriteGate() if self._is_sqlite else None
         self._clock = SQL(_CLOCK_SQL["sqlite" if self._is_sqlite else "postgres"])
+        # A SQLite database whose threads each keep their own connection (every file
+        # store) takes the direct path of :meth:`_run`.
+        self._direct = self._is_sqlite and self._serial is None and not self._pooled and self.db.autoconnect
         try:
             self._ensure_schema()
         except BaseException:
@@ -491,17 +536,24 @@ class Store:
     def _in_use(self) -> Iterator[None]:
         # close() must not close a connection another thread is using: SQLite's
         # driver crashes the process (a segfault) when that happens mid-statement.
-        with self._users:
-            if self._closed:
-                raise StoreError(f"the store {self.name} is closed")
-            self._active += 1
+        self._enter()
         try:
             yield
         finally:
-            with self._users:
-                self._active -= 1
-                if not self._active:
-                    self._users.notify_all()
+            self._leave()
+
+    def _enter(self) -> None:
+        with self._users_lock:
+            if self._closed:
+                raise StoreError(f"the store {self.name} is closed")
+            self._active += 1
+
+    def _leave(self) -> None:
+        with self._users_lock:
+            self._active -= 1
+            # Only close() waits for the count to reach zero, and only once closed.
+            if not self._active and self._closed:
+                self._users.notify_all()
 
     def _discard_if_broken(self) -> None:
         # After a server restart or a dropped connection the driver marks it closed;
@@ -533,8 +585,11 @@ class Store:
         connection when ``retry_broken`` (every statement but an INSERT, which might
         have been applied before the connection broke).
         """
+        direct = self._direct and not script and not exclusive and not self.db.query_hooks
         for attempt in range(WRITE_ATTEMPTS):
             try:
+                if direct:
+                    return self._run_direct(sql, params, write)
                 with self._session(write=write, exclusive=exclusive):
                     if script:
                         # executescript steps the statement to its end; sqlite3's
@@ -571,6 +626,40 @@ class Store:
             verb = "written" if write else "read"
             raise StoreError(f"the store {self.name} could not be {verb}: {_one_line(last)}") from last
         raise AssertionError("unreachable")
+
+    def _run_direct(
+        self, sql: str, params: list[Any] | tuple[Any, ...], write: bool
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """What :meth:`_session` does for one statement, inlined: the hot path of a SQLite file.
+
+        The same in-use count and write gate; the driver's errors come out as
+        peewee's, for :meth:`_run` to retry or wrap. No peewee query hooks or
+        logging (:meth:`_run` takes the full path while a hook is installed).
+        """
+        self._enter()
+        try:
+            gate = self._gate
+            if write and gate is not None:
+                gate.enter_shared()
+            try:
+                cursor = self.db.connection().execute(sql, params)
+                try:
+                    # Fetch every row: an UPDATE ... RETURNING is not finished, nor its
+                    # autocommit transaction committed, until its cursor is exhausted.
+                    return cursor.fetchall(), cursor.rowcount
+                finally:
+                    cursor.close()
+            except peewee.PeeweeException:
+                raise
+            except Exception:
+                with _DRIVER_ERRORS:  # re-raises the driver's error as peewee's
+                    raise
+                raise
+            finally:
+                if write and gate is not None:
+                    gate.leave_shared()
+        finally:
+            self._leave()
 
     def _exec(
         self, stmt: _Statement, values: dict[str, Any], *, write: bool, **options: Any
@@ -808,6 +897,15 @@ class Store:
             return None
         row = rows[0]
         return Record._make(row[:ROW_WIDTH]), Heartbeat._make(row[ROW_WIDTH:])
+
+    def fetch_row(self, task_id: int) -> tuple[Any, ...] | None:
+        """The row of task ``task_id`` as the driver gives it, or None.
+
+        A task's columns in Record's order, then its runner's in Heartbeat's: the
+        read path builds its Task straight from it.
+        """
+        rows, _ = self._exec(self._select, {"id": task_id}, write=False)
+        return rows[0] if rows else None
 
     def page(
         self, *, status: str | None, submitted_by: int | None, before: int, limit: int

@@ -18,7 +18,16 @@ from .liveness import Runner, gone_message, process_exists
 from .maintenance import Maintenance
 from .runner import WorkerPool
 from .status import TRANSITIONS, Event, TaskStatus, writes
-from .storage import DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, Heartbeat, Record, Store
+from .storage import (
+    DEFAULT_DURABILITY,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_POOL_TIMEOUT,
+    ROW_WIDTH,
+    Heartbeat,
+    Record,
+    Store,
+    check_durability,
+)
 from .task import Task
 
 __all__ = ["TaskTracker"]
@@ -99,6 +108,13 @@ class TaskTracker:
     :param pool_size: PostgreSQL only: the most connections open at once (32).
     :param pool_timeout: PostgreSQL only: seconds a call waits for a free
         connection when all are in use, then StoreError (10).
+    :param durability: SQLite files tasklib opens itself: ``"normal"`` (the
+        default: WAL with ``synchronous=NORMAL``; a commit survives a crash of
+        any process, only the last ones before a power loss or OS crash may be
+        rolled back) or ``"full"`` (``synchronous=FULL``: every commit survives
+        a power loss too, at one fsync per write). A PostgreSQL server's commit
+        settings, and a peewee database the host passes in, are left alone
+        under both.
     :raises StoreError: the store cannot be opened.
     :raises TypeError: an option of the wrong type.
     :raises ValueError: an option out of range.
@@ -121,6 +137,7 @@ class TaskTracker:
         name: str | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        durability: str = DEFAULT_DURABILITY,
     ) -> None:
         if base_url is not None and not isinstance(base_url, str):
             raise TypeError(f"base_url must be a str or None, not {type(base_url).__name__}")
@@ -146,6 +163,7 @@ class TaskTracker:
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 10_000:
             raise ValueError(f"pool_size must be an int from 1 to 10000, got {pool_size!r}")
         pool_wait = seconds(pool_timeout, "pool_timeout", allow_none=False)
+        check_durability(durability)
         if scheduler is not None and not hasattr(scheduler, "add_job"):
             raise TypeError("scheduler must be an APScheduler 3.x scheduler, or None")
         self.retention = retention
@@ -156,9 +174,13 @@ class TaskTracker:
         self.progress_interval = float(progress_interval)
         self.dead_after = dead_after
         self.stale_after = stale_after
+        self.durability = durability
         self._store = Store(
-            database, pool_size=pool_size, pool_timeout=max(pool_wait or 0.0, 1e-6)
-        )  # peewee reads 0 as forever
+            database,
+            pool_size=pool_size,
+            pool_timeout=max(pool_wait or 0.0, 1e-6),  # peewee reads 0 as forever
+            durability=durability,
+        )
         self.name = name if name is not None else f"tasklib:{self._store.key}"
         self._maintenance = Maintenance(
             name=self.name,
@@ -446,10 +468,14 @@ class TaskTracker:
         key = parse_id(task_id)
         self._check_open()
         now = now_ms()
-        record = self._fetch(key, task_id, now)
+        row: tuple[Any, ...] | None = self._store.fetch_row(key)
+        if row is None:
+            raise TaskNotFound(task_id)
+        if row[1] in _UNFINISHED:  # the status: only an unfinished task may be found dead
+            row = self._reconciled(Record._make(row[:ROW_WIDTH]), Heartbeat._make(row[ROW_WIDTH:]), now)
         if as_user is not None:
-            self._authorize(record, as_user)
-        return self._task(record, now)
+            self._authorize(row, as_user)
+        return self._task(row, now)
 
     def list(
         self,
@@ -558,12 +584,13 @@ class TaskTracker:
             self._store.add_runner(self._runner.token, self._runner.host, self._runner.pid)
         return self.sweep()
 
-    def _authorize(self, record: Record, user: int) -> None:
-        if record.submitted_by == user:
+    def _authorize(self, record: tuple[Any, ...], user: int) -> None:
+        # A Record, or a row that begins as one (see _task).
+        if record[5] == user:  # submitted_by
             return
         if self._is_admin is not None and self._is_admin(user):
             return
-        raise PermissionDenied(str(record.id), user)
+        raise PermissionDenied(str(record[0]), user)
 
     def _encode(self, result: Any) -> str | None:
         return None if result is None else jsonvalue.encode(result)
@@ -600,27 +627,32 @@ class TaskTracker:
                 return self._task(record, now)  # allowed and changes nothing: a repeated cancel
         raise StoreError(f"task {task_id} kept changing; {event.value} could not be written")
 
-    def _task(self, record: Record, now: int) -> Task:
-        started, finished = record.started, record.finished
+    def _task(self, row: tuple[Any, ...], now: int) -> Task:
+        """The Task of a Record, or of a row that begins with a Record's columns.
+
+        By position, not by name: this is the read path, and a row needs no
+        intermediate object (storage.Record lists the columns in this order).
+        """
+        task_id = str(row[0])
+        started, finished, result = row[8], row[9], row[4]
         if started is None:
             elapsed = 0
         elif finished is not None:
             elapsed = max(0, finished - started)  # a clock stepped back between the two
         else:
             elapsed = max(0, now - started)
-        task_id = str(record.id)
         return Task(
-            id=task_id,
-            url=self._url_prefix + task_id,
-            status=_STATUS[record.status],
-            submitted_by=record.submitted_by,
-            progress=record.progress,
-            elapsed_runtime=elapsed,
-            submitted=record.submitted,
-            last_update=record.last_update,
-            description=record.description,
-            message=record.message,
-            result=None if record.result is None else jsonvalue.decode(record.result),
-            started=started,
-            finished=finished,
+            task_id,
+            self._url_prefix + task_id,
+            _STATUS[row[1]],
+            row[5],
+            row[6],
+            elapsed,
+            row[7],
+            row[10],
+            row[2],
+            row[3],
+            None if result is None else jsonvalue.decode(result),
+            started,
+            finished,
         )

@@ -5,11 +5,15 @@ from __future__ import annotations
 import pathlib
 import re
 import sqlite3
+import threading
+from datetime import timedelta
 
 import peewee
 import pytest
 
 from tasklib import StoreError, TaskStatus, TaskTracker
+
+from .helpers import WAIT, eventually
 
 TASKLIB_TABLES = {"tasklib_task", "tasklib_meta", "tasklib_runner", "tasklib_lease"}
 
@@ -125,3 +129,66 @@ def test_store_of_schema_1_is_upgraded_in_place(tmp_path: pathlib.Path) -> None:
     assert version == str(SCHEMA_VERSION)
     assert {"tasklib_task_runner", "tasklib_task_status_id"} <= indexes
     TaskTracker(str(path)).close()  # a second open finds nothing to upgrade
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
+def test_durability_reaches_every_connection(db_path: pathlib.Path, durability: str, synchronous: int) -> None:
+    """PRAGMA synchronous reads 1 (normal) or 2 (full) on every connection tasklib opens, in every thread.
+
+    The caller's, the worker threads' and the maintenance scheduler's: each
+    thread opens its own connection to the file.
+    """
+    tracker = TaskTracker(
+        str(db_path),
+        durability=durability,
+        max_workers=3,
+        heartbeat_interval=timedelta(milliseconds=50),
+        dead_after=timedelta(seconds=30),
+    )
+    db = tracker._store.db
+    together = threading.Barrier(3, timeout=WAIT)
+
+    def work() -> list[object]:
+        together.wait()  # the three workers at once, so each has opened its connection
+        return [threading.current_thread().name, db.execute_sql("PRAGMA synchronous").fetchone()[0]]
+
+    tasks = [tracker.submit(work) for _ in range(3)]
+    seen = [tracker.wait(task.id, timeout=WAIT).result for task in tasks]
+    assert len({name for name, _ in seen}) == 3
+    assert [level for _, level in seen] == [synchronous] * 3
+    with sqlite3.connect(db_path) as raw:
+        first = raw.execute("SELECT heartbeat FROM tasklib_runner").fetchone()[0]
+
+    def beaten() -> bool:
+        with sqlite3.connect(db_path) as raw:
+            return bool(raw.execute("SELECT heartbeat FROM tasklib_runner").fetchone()[0] != first)
+
+    eventually(beaten)  # the scheduler's thread has written through its own connection
+    connections = db.open_connections()
+    # The caller's, the three workers', and at least one of the scheduler's.
+    assert len(connections) >= 5
+    assert [conn.execute("PRAGMA synchronous").fetchone()[0] for conn in connections] == [synchronous] * len(
+        connections
+    )
+    tracker.close()
+
+
+@pytest.mark.parametrize("durability", ["NORMAL", "off", "", None, 2])
+def test_durability_is_normal_or_full(db_path: pathlib.Path, durability: object) -> None:
+    """Any other durability is refused, naming the allowed ones, before anything is opened."""
+    error = TypeError if not isinstance(durability, str) else ValueError
+    with pytest.raises(error, match="durability must be"):
+        TaskTracker(str(db_path), durability=durability)  # type: ignore[arg-type]
+    assert not db_path.exists()
+    with pytest.raises(ValueError, match="'normal' or 'full'"):
+        TaskTracker(str(db_path), durability="off")
+
+
+def test_durability_leaves_a_host_database_alone(db_path: pathlib.Path) -> None:
+    """A peewee database the host passes in keeps its own synchronous setting under either durability."""
+    host_db = peewee.SqliteDatabase(str(db_path), pragmas={"synchronous": 0})
+    for durability in ("normal", "full"):
+        tracker = TaskTracker(host_db, durability=durability)
+        tracker.submit()
+        assert host_db.execute_sql("PRAGMA synchronous").fetchone()[0] == 0
+        tracker.close()
