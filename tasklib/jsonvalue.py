@@ -7,7 +7,7 @@ import logging
 import math
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "decode", "dumps", "encode", "storable_text"]
+__all__ = ["MAX_DEPTH", "decode", "dumps", "dumps_acyclic", "encode", "storable_text"]
 
 #: How deeply a stored value may nest lists and objects. Python's JSON reader
 #: recurses once per level, so a much deeper value, once stored, could not be read
@@ -20,9 +20,29 @@ logger = logging.getLogger("tasklib")
 _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+# The C encoder JSONEncoder.encode builds anew at every call, built once, without
+# the check for cycles: for values read back from JSON, which cannot have any.
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_ACYCLIC = (
+    None
+    if _make_encoder is None
+    else _make_encoder(None, _COMPACT.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+)
+
+
 def dumps(value: Any) -> str:
     """``value`` as compact JSON text, non-ASCII kept as is: tasklib's one JSON form."""
     return _COMPACT.encode(value)
+
+
+def dumps_acyclic(value: Any) -> str:
+    """:func:`dumps` of a value that holds no cycle (one read back from JSON), faster.
+
+    The same text as :func:`dumps`; given a cycle it raises RecursionError.
+    """
+    if _ACYCLIC is None:
+        return _COMPACT.encode(value)
+    return "".join(_ACYCLIC(value, 0))
 
 
 def encode(value: Any, name: str = "result") -> str:

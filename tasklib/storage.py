@@ -387,7 +387,8 @@ class _WriteGate:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._short = 0  # short writes under way
         self._long = False  # a long write under way
         self._long_waiting = 0
@@ -402,15 +403,15 @@ class _WriteGate:
 
     # As plain calls too: the store's direct path spares itself a context manager.
     def enter_shared(self) -> None:
-        with self._cond:
+        with self._lock:
             while self._long or self._long_waiting:
                 self._cond.wait()
             self._short += 1
 
     def leave_shared(self) -> None:
-        with self._cond:
+        with self._lock:
             self._short -= 1
-            if not self._short:
+            if not self._short and self._long_waiting:  # only a long write waits for the short ones
                 self._cond.notify_all()
 
     @contextlib.contextmanager
@@ -636,19 +637,20 @@ class Store:
         peewee's, for :meth:`_run` to retry or wrap. No peewee query hooks or
         logging (:meth:`_run` takes the full path while a hook is installed).
         """
-        self._enter()
+        # _enter(), inlined: this is the path of every get().
+        with self._users_lock:
+            if self._closed:
+                raise StoreError(f"the store {self.name} is closed")
+            self._active += 1
         try:
             gate = self._gate
             if write and gate is not None:
                 gate.enter_shared()
             try:
                 cursor = self.db.connection().execute(sql, params)
-                try:
-                    # Fetch every row: an UPDATE ... RETURNING is not finished, nor its
-                    # autocommit transaction committed, until its cursor is exhausted.
-                    return cursor.fetchall(), cursor.rowcount
-                finally:
-                    cursor.close()
+                # Fetch every row: an UPDATE ... RETURNING is not finished, nor its
+                # autocommit transaction committed, until its cursor is exhausted.
+                return cursor.fetchall(), cursor.rowcount
             except peewee.PeeweeException:
                 raise
             except Exception:
@@ -792,6 +794,7 @@ class Store:
         self._select = _Statement(
             T.select(*with_runner).join(R, peewee.JOIN.LEFT_OUTER, on=(T.runner == R.token)).where(T.id == _p("id"))
         )
+        assert self._select.bind({"id": 0}) == [0]  # fetch_row passes (id,) as is
         # Newest first, paged by id: one statement per combination of filters, each
         # served by an index ending in id, so a page never scans the table.
         self._lists = {}
@@ -904,7 +907,15 @@ class Store:
         A task's columns in Record's order, then its runner's in Heartbeat's: the
         read path builds its Task straight from it.
         """
-        rows, _ = self._exec(self._select, {"id": task_id}, write=False)
+        if self._direct:
+            # The read path: straight to the driver; any error takes the full path,
+            # which retries or wraps it as StoreError.
+            try:
+                rows = self._run_direct(self._select.sql, (task_id,), False)[0]
+            except _DATABASE_ERRORS:
+                rows, _ = self._exec(self._select, {"id": task_id}, write=False)
+        else:
+            rows, _ = self._exec(self._select, {"id": task_id}, write=False)
         return rows[0] if rows else None
 
     def page(

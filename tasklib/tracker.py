@@ -28,7 +28,7 @@ from .storage import (
     Store,
     check_durability,
 )
-from .task import Task
+from .task import Task, build_task
 
 __all__ = ["TaskTracker"]
 
@@ -471,7 +471,10 @@ class TaskTracker:
         row: tuple[Any, ...] | None = self._store.fetch_row(key)
         if row is None:
             raise TaskNotFound(task_id)
-        if row[1] in _UNFINISHED:  # the status: only an unfinished task may be found dead
+        # Only an unfinished task (row[1], the status) may be found dead, and never
+        # one this open tracker runs (row[11], its runner): the common case costs
+        # no intermediate object.
+        if row[1] in _UNFINISHED and not (row[11] == self._runner.token and self._opened and not self._closed):
             row = self._reconciled(Record._make(row[:ROW_WIDTH]), Heartbeat._make(row[ROW_WIDTH:]), now)
         if as_user is not None:
             self._authorize(row, as_user)
@@ -641,7 +644,7 @@ class TaskTracker:
             elapsed = max(0, finished - started)  # a clock stepped back between the two
         else:
             elapsed = max(0, now - started)
-        return Task(
+        return build_task(
             task_id,
             self._url_prefix + task_id,
             _STATUS[row[1]],

@@ -165,3 +165,19 @@ def test_self_is_relative_without_base_url(make_tracker: Any) -> None:
     """Without base_url, self is Jira's path for the task."""
     tracker = make_tracker(base_url=None)
     assert tracker.submit().url == "/rest/api/3/task/1"
+
+
+def test_read_path_builds_the_same_task_and_text() -> None:
+    """The read path's constructor and encoder give what Task(...) and dumps give."""
+    from tasklib.jsonvalue import dumps, dumps_acyclic
+    from tasklib.task import build_task
+
+    values = ("7", "/t/7", TaskStatus.RUNNING, 3, 40, 5, 1, 2, "d\u00e9", None, {"k": [1, 2.5, "\u2603"]}, 1, None)
+    built, made = build_task(*values), Task(*values)
+    assert built == made and repr(built) == repr(made)
+    with pytest.raises(AttributeError):
+        built.progress = 1  # type: ignore[misc]
+    for value in (built.to_dict(), 'x\u2028"\\', 1e300, -0.0, [None, True, {}], 10**30):
+        assert dumps_acyclic(value) == dumps(value)
+    with pytest.raises(ValueError):
+        dumps_acyclic([math.nan])
