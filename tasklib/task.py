@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .jsonvalue import dumps_acyclic
+from .jsonvalue import decode, dumps_acyclic
 from .status import TaskStatus
 
-__all__ = ["Task"]
+if TYPE_CHECKING:
+    from .storage import Record
+
+__all__ = ["DEFAULT_BASE_PATH", "Task"]
+
+#: The ``self`` prefix of a task when its tracker has no ``base_url``: Jira's own path, relative.
+DEFAULT_BASE_PATH = "/rest/api/3/task/"
+
+_STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -34,6 +42,58 @@ class Task:
     result: Any = None
     started: int | None = None
     finished: int | None = None
+
+    @classmethod
+    def from_record(cls, record: Record | tuple[Any, ...], *, url_prefix: str, now: int) -> Task:
+        """The snapshot of a stored row read at ``now``; its url is ``url_prefix`` and its id.
+
+        ``record`` is a Record, or a row whose first columns are a Record's (the
+        driver's row, read by position: the read path makes no intermediate
+        object). The elapsed runtime of an unfinished task runs to ``now``; a
+        clock that stepped back never makes it negative.
+        """
+        # By position, in Record's order: id, status, description, message, result,
+        # submitted_by, progress, submitted, started, finished, last_update.
+        started, finished, result = record[8], record[9], record[4]
+        if started is None:
+            elapsed = 0
+        elif finished is not None:
+            elapsed = max(0, finished - started)
+        else:
+            elapsed = max(0, now - started)
+        task_id = str(record[0])
+        # A frozen dataclass's __init__ sets each field through object.__setattr__,
+        # which costs more than the read that produced the values: set the slots.
+        task: Task = _NEW(cls)
+        (
+            set_id,
+            set_url,
+            set_status,
+            set_submitted_by,
+            set_progress,
+            set_elapsed,
+            set_submitted,
+            set_last_update,
+            set_description,
+            set_message,
+            set_result,
+            set_started,
+            set_finished,
+        ) = _SETTERS
+        set_id(task, task_id)
+        set_url(task, url_prefix + task_id)
+        set_status(task, _STATUS[record[1]])
+        set_submitted_by(task, record[5])
+        set_progress(task, record[6])
+        set_elapsed(task, elapsed)
+        set_submitted(task, record[7])
+        set_last_update(task, record[10])
+        set_description(task, record[2])
+        set_message(task, record[3])
+        set_result(task, None if result is None else decode(result))
+        set_started(task, started)
+        set_finished(task, finished)
+        return task
 
     @property
     def cancel_requested(self) -> bool:
@@ -71,56 +131,6 @@ class Task:
         return dumps_acyclic(self.to_dict())
 
 
-# The slots' own setters: a frozen dataclass's __init__ sets each field through
-# object.__setattr__, which costs more than the read that produced the values.
 _NEW = object.__new__
-_SET = tuple(getattr(Task, name).__set__ for name in Task.__slots__)
+_SETTERS = tuple(getattr(Task, name).__set__ for name in Task.__slots__)
 assert tuple(field.name for field in dataclasses.fields(Task)) == Task.__slots__
-
-
-def build_task(
-    id: str,
-    url: str,
-    status: TaskStatus,
-    submitted_by: int,
-    progress: int,
-    elapsed_runtime: int,
-    submitted: int,
-    last_update: int,
-    description: str | None,
-    message: str | None,
-    result: Any,
-    started: int | None,
-    finished: int | None,
-) -> Task:
-    """``Task(...)`` with every field given in order, built faster: tasklib's read path."""
-    task: Task = _NEW(Task)
-    (
-        set_id,
-        set_url,
-        set_status,
-        set_submitted_by,
-        set_progress,
-        set_elapsed,
-        set_submitted,
-        set_last_update,
-        set_description,
-        set_message,
-        set_result,
-        set_started,
-        set_finished,
-    ) = _SET
-    set_id(task, id)
-    set_url(task, url)
-    set_status(task, status)
-    set_submitted_by(task, submitted_by)
-    set_progress(task, progress)
-    set_elapsed(task, elapsed_runtime)
-    set_submitted(task, submitted)
-    set_last_update(task, last_update)
-    set_description(task, description)
-    set_message(task, message)
-    set_result(task, result)
-    set_started(task, started)
-    set_finished(task, finished)
-    return task

@@ -168,13 +168,16 @@ def test_self_is_relative_without_base_url(make_tracker: Any) -> None:
 
 
 def test_read_path_builds_the_same_task_and_text() -> None:
-    """The read path's constructor and encoder give what Task(...) and dumps give."""
+    """A task built from a driver's row equals Task(...) field by field; the fast encoder writes dumps' text."""
     from tasklib.jsonvalue import dumps, dumps_acyclic
-    from tasklib.task import build_task
+    from tasklib.storage import Record
 
-    values = ("7", "/t/7", TaskStatus.RUNNING, 3, 40, 5, 1, 2, "d\u00e9", None, {"k": [1, 2.5, "\u2603"]}, 1, None)
-    built, made = build_task(*values), Task(*values)
-    assert built == made and repr(built) == repr(made)
+    record = Record(7, "RUNNING", "d\u00e9", None, '{"k":[1,2.5,"\u2603"]}', 3, 40, 1, 10, None, 2, "token")
+    row = (*record, "host", 99, 5, 6)  # a row carries its runner's heartbeat after the task's columns
+    made = Task("7", "/t/7", TaskStatus.RUNNING, 3, 40, 15, 1, 2, "d\u00e9", None, {"k": [1, 2.5, "\u2603"]}, 10)
+    for source in (record, row):
+        built = Task.from_record(source, url_prefix="/t/", now=25)
+        assert built == made and repr(built) == repr(made)
     with pytest.raises(AttributeError):
         built.progress = 1  # type: ignore[misc]
     for value in (built.to_dict(), 'x\u2028"\\', 1e300, -0.0, [None, True, {}], 10**30):
