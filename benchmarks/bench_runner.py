@@ -3,12 +3,15 @@
 1. N no-op tasks through ``submit(fn)`` + ``wait``, against a
    ``concurrent.futures.ThreadPoolExecutor`` running the same no-ops plus the same
    three plain-sqlite3 writes per task (insert, start, complete), same pragmas,
-   same number of workers. Target: tasklib >= 0.5x the baseline's throughput.
+   same number of workers. tasklib writes a task a free worker takes at once
+   RUNNING in its insert, so such a task costs it two writes. Target: tasklib
+   >= 0.7x the baseline's throughput, judged by the median round.
 2. A task calling ``update_progress`` 1,000,000 times with rising progress, against
    the same loop calling an empty method. Target: <= 3x the time, and at most one
    store write per progress interval.
 
-Rounds alternate between the sides; the best round of each counts.
+Rounds alternate between the sides; both at the default durability (WAL +
+synchronous=NORMAL). The median and the best round are printed.
 
     python benchmarks/bench_runner.py [--tasks 10000] [--calls 1000000] [--rounds 3]
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import threading
@@ -128,25 +132,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--interval", type=float, default=0.1)
     args = parser.parse_args()
-    raw_best = lib_best = float("inf")
+    raw_times: list[float] = []
+    lib_times: list[float] = []
     empty_best = handle_best = float("inf")
     max_writes_per_interval = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            raw_best = min(raw_best, baseline_pool(os.path.join(tmp, f"raw{r}.db"), args.tasks))
-            lib_best = min(lib_best, tasklib_pool(os.path.join(tmp, f"lib{r}.db"), args.tasks))
+            raw_times.append(baseline_pool(os.path.join(tmp, f"raw{r}.db"), args.tasks))
+            lib_times.append(tasklib_pool(os.path.join(tmp, f"lib{r}.db"), args.tasks))
             empty_best = min(empty_best, progress_loop(Empty(), args.calls))
             took, writes = tasklib_progress(os.path.join(tmp, f"prog{r}.db"), args.calls, args.interval)
             handle_best = min(handle_best, took)
             # The first change is written at once; after it, one write per interval at most.
             allowed = 1 + took // args.interval
             max_writes_per_interval = max(max_writes_per_interval, writes / allowed)
-    raw_rate, lib_rate = args.tasks / raw_best, args.tasks / lib_best
-    print(f"{args.tasks} no-op tasks on {WORKERS} workers, best of {args.rounds} alternating rounds")
+    raw_rate, lib_rate = args.tasks / statistics.median(raw_times), args.tasks / statistics.median(lib_times)
+    print(f"{args.tasks} no-op tasks on {WORKERS} workers, {args.rounds} alternating rounds (median)")
     print(f"  ThreadPoolExecutor + 3 sqlite3 writes: {raw_rate:8,.0f} tasks/s")
     print(f"  tasklib submit(fn) + wait:             {lib_rate:8,.0f} tasks/s")
     ratio = lib_rate / raw_rate
-    print(f"  ratio {ratio:.2f} (target >= 0.50): {'PASS' if ratio >= 0.5 else 'FAIL'}")
+    best = min(raw_times) / min(lib_times)
+    print(f"  ratio median {ratio:.2f}, best {best:.2f} (target >= 0.70): {'PASS' if ratio >= 0.7 else 'FAIL'}")
     slow = handle_best / empty_best
     print(f"{args.calls:,} update_progress calls with rising progress")
     print(f"  empty method: {empty_best:.3f} s   tasklib handle: {handle_best:.3f} s")

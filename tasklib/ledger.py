@@ -42,10 +42,18 @@ class Ledger:
         """The snapshot of ``record`` (or of a row from :meth:`fetch_row`) read at ``now``."""
         return Task.from_record(record, url_prefix=self.url_prefix, now=now)
 
-    def insert(self, *, description: str | None, submitted_by: int, now: int, owned: bool) -> Task:
-        """Record a new ENQUEUED task; ``owned``: it belongs to this runner from the start. StoreError."""
+    def insert(
+        self, *, description: str | None, submitted_by: int, now: int, owned: bool, running: bool = False
+    ) -> Task:
+        """Record a new ENQUEUED task; ``owned``: it belongs to this runner from the start. StoreError.
+
+        ``running`` (with ``owned``): the task is recorded RUNNING, started ``now``,
+        for a worker that takes it at once.
+        """
         runner = self.liveness.runner.token if owned else None
-        record = self.store.insert(description=description, submitted_by=submitted_by, now=now, runner=runner)
+        record = self.store.insert(
+            description=description, submitted_by=submitted_by, now=now, runner=runner, running=running and owned
+        )
         return self.task(record, now)
 
     def fetch(self, key: int, task_id: str, now: int) -> Record:

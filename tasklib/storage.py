@@ -795,6 +795,20 @@ class Store:
                 runner=_p("runner"),
             ).returning(*cols)
         )
+        # A task a free worker of this process takes at once is written RUNNING
+        # straight away, by its runner: one write fewer than insert, then start.
+        self._insert_running = _Statement(
+            T.insert(
+                status=TaskStatus.RUNNING.value,
+                description=_p("description"),
+                submitted_by=_p("submitted_by"),
+                progress=0,
+                submitted=_p("now"),
+                started=_p("now"),
+                last_update=_p("now"),
+                runner=_p("runner"),
+            ).returning(*cols)
+        )
         with_runner = [*cols, R.host, R.pid, R.heartbeat, clock]
         self._select = _Statement(
             T.select(*with_runner).join(R, peewee.JOIN.LEFT_OUTER, on=(T.runner == R.token)).where(T.id == _p("id"))
@@ -892,10 +906,21 @@ class Store:
 
     # -- tasks --------------------------------------------------------------
 
-    def insert(self, *, description: str | None, submitted_by: int, now: int, runner: str | None = None) -> Record:
-        """Add an ENQUEUED task and give back its row."""
+    def insert(
+        self,
+        *,
+        description: str | None,
+        submitted_by: int,
+        now: int,
+        runner: str | None = None,
+        running: bool = False,
+    ) -> Record:
+        """Add an ENQUEUED task (with ``running``: a RUNNING one of ``runner``, started ``now``); its row."""
+        if running and runner is None:
+            raise ValueError("a task inserted RUNNING needs its runner")
         values = {"description": description, "submitted_by": submitted_by, "now": now, "runner": runner}
-        rows, _ = self._exec(self._insert, values, write=True, retry_broken=False)
+        stmt = self._insert_running if running else self._insert
+        rows, _ = self._exec(stmt, values, write=True, retry_broken=False)
         return Record._make(rows[0])
 
     def fetch(self, task_id: int) -> tuple[Record, Heartbeat] | None:

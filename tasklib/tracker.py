@@ -319,11 +319,20 @@ class TaskTracker:
         elif not callable(fn):
             raise TypeError(f"submit() takes a callable to run, not {type(fn).__name__}")
         pool = self.workers if fn is not None else None
-        task = self._ledger.insert(
-            description=description, submitted_by=submitted_by, now=now_ms(), owned=pool is not None
-        )
-        if pool is not None and fn is not None:
-            pool.submit(task.id, fn, args, kwargs)
+        if pool is None or fn is None:
+            return self._ledger.insert(description=description, submitted_by=submitted_by, now=now_ms(), owned=False)
+        # A worker free now takes the task at once: it is recorded RUNNING, and its
+        # start costs no write of its own.
+        at_once = pool.reserve()
+        try:
+            task = self._ledger.insert(
+                description=description, submitted_by=submitted_by, now=now_ms(), owned=True, running=at_once
+            )
+        except BaseException:
+            if at_once:
+                pool.unreserve()
+            raise
+        pool.submit(task.id, fn, args, kwargs, started=at_once)
         return task
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task:

@@ -213,7 +213,11 @@ class WorkerPool:
         self.ledger = ledger
         self._interval = interval
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tasklib-worker")
+        self._max_workers = max_workers
         self._lock = threading.Lock()
+        self._reserved = 0  # workers promised to tasks being inserted RUNNING
+        self._started: set[str] = set()  # queued tasks recorded RUNNING already
+        self._cancel_early: set[str] = set()  # cancel requested before its worker had its handle
         self._queued: dict[str, Future[None]] = {}
         self._running: dict[str, TaskHandle] = {}
         self._outcomes: dict[str, _Outcome] = {}
@@ -226,14 +230,44 @@ class WorkerPool:
 
     # -- submitting and waiting ---------------------------------------------
 
-    def submit(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def reserve(self) -> bool:
+        """Whether a worker is free to take a task at once; if so it is promised to it.
+
+        The caller then records the task RUNNING and gives it to :meth:`submit`
+        with ``started=True``, or calls :meth:`unreserve` if it cannot.
+        """
         with self._lock:
+            if self._cancel_all or len(self._outcomes) + self._reserved >= self._max_workers:
+                return False
+            self._reserved += 1
+            return True
+
+    def unreserve(self) -> None:
+        """Give back the worker :meth:`reserve` promised to a task that was not recorded."""
+        with self._lock:
+            self._reserved -= 1
+
+    def submit(
+        self,
+        task_id: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        started: bool = False,
+    ) -> None:
+        """Run ``fn`` for the recorded task; ``started``: it was recorded RUNNING (after :meth:`reserve`)."""
+        with self._lock:
+            if started:
+                self._reserved -= 1
+                self._started.add(task_id)
             self._outcomes[task_id] = _Outcome()
             try:
                 future = self._executor.submit(self._execute, task_id, fn, args, kwargs)
             except RuntimeError:  # the pool shut down between the task's insert and now
                 self._outcomes.pop(task_id)
-                self._cancel_quietly(task_id)
+                self._started.discard(task_id)
+                self._end_unrun(task_id, started)
                 raise TrackerClosed("the tracker is closed") from None
             self._queued[task_id] = future
 
@@ -243,7 +277,11 @@ class WorkerPool:
 
     def request_cancel(self, task_id: str) -> None:
         """Let a task running here see a cancel request at once, not one poll later."""
-        handle = self._running.get(task_id)
+        with self._lock:
+            handle = self._running.get(task_id)
+            if handle is None and task_id in self._started:
+                # Recorded RUNNING, its worker not yet holding its handle: told as it starts.
+                self._cancel_early.add(task_id)
         if handle is not None:
             handle.request_cancel()
 
@@ -309,8 +347,18 @@ class WorkerPool:
     def _abandon(self, task_id: str) -> None:
         with self._lock:
             self._queued.pop(task_id, None)
-        self._cancel_quietly(task_id)
+            started = task_id in self._started
+            self._started.discard(task_id)
+        self._end_unrun(task_id, started)
         self._finish(task_id)
+
+    def _end_unrun(self, task_id: str, started: bool) -> None:
+        # A task that will never run ends CANCELLED; one recorded RUNNING must first
+        # have its cancel requested, then acknowledged on behalf of the code that never ran.
+        self._cancel_quietly(task_id)
+        if started:
+            with contextlib.suppress(TaskError):
+                self.ledger.transition(task_id, Event.ACKNOWLEDGE_CANCEL)
 
     def _cancel_quietly(self, task_id: str) -> None:
         # Already finished or gone: nothing left to cancel.
@@ -339,18 +387,25 @@ class WorkerPool:
     def _execute(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         with self._lock:
             self._queued.pop(task_id, None)
+            recorded_running = task_id in self._started
         try:
-            try:
-                started = self._persist(task_id, "start", lambda: self.ledger.transition(task_id, Event.START))
-            except (InvalidTransition, TaskNotFound):
-                return  # cancelled (or removed) before it started: it never runs
-            if started is None:
-                return  # the store refused the start until close: close() ends the task unrun
+            if not recorded_running:
+                try:
+                    started = self._persist(task_id, "start", lambda: self.ledger.transition(task_id, Event.START))
+                except (InvalidTransition, TaskNotFound):
+                    return  # cancelled (or removed) before it started: it never runs
+                if started is None:
+                    return  # the store refused the start until close: close() ends the task unrun
             handle = TaskHandle(self, task_id, self._interval)
             with self._lock:
                 self._running[task_id] = handle
+                self._started.discard(task_id)
+                cancelled_early = task_id in self._cancel_early
+                self._cancel_early.discard(task_id)
                 # Started after close(wait=False) looked for running tasks: stop it as those were.
                 stop_now = self._cancel_all
+            if cancelled_early:
+                handle.request_cancel()
             if stop_now:
                 self._cancel_quietly(task_id)
                 handle.request_cancel()

@@ -117,6 +117,24 @@ def test_cancel_of_a_queued_task_means_it_never_runs(make_tracker: Callable[...,
     assert calls == []
 
 
+def test_a_task_a_free_worker_takes_is_recorded_running_at_once(make_tracker: Callable[..., TaskTracker]) -> None:
+    """With a worker free, submit(fn) records the task RUNNING, started; with none free, ENQUEUED.
+
+    The task taken at once costs two writes (its insert and its end), not three.
+    """
+    pooled = make_tracker(max_workers=2)
+    release = threading.Event()
+    first, second = (pooled.submit(lambda: release.wait(WAIT)) for _ in range(2))
+    for task in (first, second):
+        assert task.status is S.RUNNING and task.started == task.submitted
+        assert pooled.get(task.id).status is S.RUNNING
+    third = pooled.submit(lambda: "queued")
+    assert third.status is S.ENQUEUED and third.started is None
+    release.set()
+    assert [pooled.wait(t.id, timeout=WAIT).status for t in (first, second, third)] == [S.COMPLETE] * 3
+    assert pooled.wait(third.id).result == "queued"
+
+
 class Odd(BaseException):
     """A BaseException that is neither KeyboardInterrupt nor SystemExit."""
 
