@@ -11,10 +11,12 @@ from .status import TaskStatus
 if TYPE_CHECKING:
     from .storage import Record
 
-__all__ = ["DEFAULT_BASE_PATH", "Task"]
+__all__ = ["API_PREFIX", "DEFAULT_BASE_PATH", "Task"]
 
+#: Where Jira serves its REST API v3; a task's path is ``{API_PREFIX}/task/{id}``.
+API_PREFIX = "/rest/api/3"
 #: The ``self`` prefix of a task when its tracker has no ``base_url``: Jira's own path, relative.
-DEFAULT_BASE_PATH = "/rest/api/3/task/"
+DEFAULT_BASE_PATH = f"{API_PREFIX}/task/"
 
 _STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
 

@@ -23,14 +23,14 @@ of strings. Every body is ``application/json;charset=UTF-8``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Iterator, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from .errors import PermissionDenied, TaskNotCancellable, TaskNotFound
-from .task import Task
+from .jsonvalue import dumps
+from .task import API_PREFIX, Task
 from .tracker import TaskTracker
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: Where Jira serves its REST API v3; the task paths are ``{prefix}/task/...``.
-DEFAULT_PREFIX = "/rest/api/3"
+DEFAULT_PREFIX = API_PREFIX
 
 #: The host's authenticator: request headers (case-insensitive) to a user id, or
 #: None for an anonymous caller.
@@ -79,7 +79,7 @@ class Response:
 
 
 def _json(status: int, value: Any, *extra: tuple[str, str]) -> Response:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = dumps(value)
     # "replace": a lone surrogate in a host name an adapter passed must not become
     # a 500; a real request cannot carry one.
     body = text.encode("utf-8", "replace")
