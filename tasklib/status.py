@@ -13,7 +13,7 @@ import enum
 from collections.abc import Mapping
 from types import MappingProxyType
 
-__all__ = ["EFFECTS", "TRANSITIONS", "UNFINISHED", "Effect", "Event", "TaskStatus"]
+__all__ = ["EFFECTS", "STATUS_BY_VALUE", "TRANSITIONS", "UNFINISHED", "Effect", "Event", "TaskStatus"]
 
 
 class TaskStatus(str, enum.Enum):
@@ -92,6 +92,9 @@ TRANSITIONS: Mapping[TaskStatus, Mapping[Event, TaskStatus]] = MappingProxyType(
         _S.DEAD: MappingProxyType({}),
     }
 )
+
+#: Each status by its stored value: faster than ``TaskStatus(value)`` where rows become tasks.
+STATUS_BY_VALUE: Mapping[str, TaskStatus] = {status.value: status for status in TaskStatus}
 
 #: The stored values of the statuses a task can still leave: what liveness may
 #: make DEAD and a purge never deletes.

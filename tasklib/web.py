@@ -28,6 +28,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from .checks import is_int
 from .errors import PermissionDenied, TaskNotCancellable, TaskNotFound
 from .jsonvalue import dumps
 from .task import API_PREFIX, Task
@@ -165,7 +166,7 @@ class TaskResource:
             user = self.authenticate(headers)
             if user is None:
                 return error(401, _UNAUTHENTICATED)
-            if not isinstance(user, int) or isinstance(user, bool):
+            if not is_int(user):
                 # The host's bug: say so by name rather than let the tracker blame as_user.
                 raise TypeError(f"authenticate() must return an int user id or None, not {type(user).__name__}")
         try:
