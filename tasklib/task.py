@@ -6,17 +6,17 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .jsonvalue import decode, dumps_acyclic
-from .status import TaskStatus
+from .status import STATUS_BY_VALUE, TaskStatus
 
 if TYPE_CHECKING:
     from .storage import Record
 
-__all__ = ["DEFAULT_BASE_PATH", "Task"]
+__all__ = ["API_PREFIX", "DEFAULT_BASE_PATH", "Task"]
 
+#: Where Jira serves its REST API v3; a task's path is ``{API_PREFIX}/task/{id}``.
+API_PREFIX = "/rest/api/3"
 #: The ``self`` prefix of a task when its tracker has no ``base_url``: Jira's own path, relative.
-DEFAULT_BASE_PATH = "/rest/api/3/task/"
-
-_STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
+DEFAULT_BASE_PATH = f"{API_PREFIX}/task/"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ class Task:
         ) = _SETTERS
         set_id(task, task_id)
         set_url(task, url_prefix + task_id)
-        set_status(task, _STATUS[record[1]])
+        set_status(task, STATUS_BY_VALUE[record[1]])
         set_submitted_by(task, record[5])
         set_progress(task, record[6])
         set_elapsed(task, elapsed)

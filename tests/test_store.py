@@ -192,3 +192,14 @@ def test_durability_leaves_a_host_database_alone(db_path: pathlib.Path) -> None:
         tracker.submit()
         assert host_db.execute_sql("PRAGMA synchronous").fetchone()[0] == 0
         tracker.close()
+
+
+def test_apply_refuses_a_misspelled_field_and_writes_nothing(tracker: TaskTracker) -> None:
+    """Store.apply takes its fields by name: a misspelled one is a TypeError, not dropped silently."""
+    from tasklib.status import Event
+
+    task = tracker.submit()
+    with pytest.raises(TypeError):
+        tracker._store.apply(int(task.id), Event.PROGRESS, 1, progres=5)  # type: ignore[call-arg]
+    assert tracker.get(task.id).status is TaskStatus.ENQUEUED
+    assert tracker.get(task.id).progress == 0
