@@ -43,7 +43,9 @@ StoreTarget = str | os.PathLike[str] | peewee.Database
 
 #: The version of the tables this tasklib writes; stored in ``tasklib_meta``.
 #: 1: tasks and meta. 2: the runner of each task, runners' heartbeats, leases.
-SCHEMA_VERSION = 2
+#: 3: tasks indexed by runner and status, so burying a runner's unfinished tasks
+#: (or the stale ones, which have none) never walks its finished ones.
+SCHEMA_VERSION = 3
 
 #: Settings of a SQLite file, made once when tasklib creates it (they persist in
 #: the file). Incremental auto-vacuum lets a purge give space back without a
@@ -208,12 +210,13 @@ def _models(db: peewee.Database) -> _Models:
         started = peewee.BigIntegerField(null=True)
         finished = peewee.BigIntegerField(null=True, index=True)  # set only once terminal
         last_update = peewee.BigIntegerField()
-        runner = peewee.CharField(max_length=64, null=True, index=True)  # schema 2
+        runner = peewee.CharField(max_length=64, null=True)  # schema 2
 
         class Meta:
             table_name = "tasklib_task"
             # schema 2: unfinished tasks and lists by status; lists by submitter
-            indexes = ((("status", "id"), False), (("submitted_by", "id"), False))
+            # schema 3: a runner's (or no runner's) tasks of a status
+            indexes = ((("status", "id"), False), (("submitted_by", "id"), False), (("runner", "status"), False))
 
     class MetaRow(Base):
         key = peewee.CharField(max_length=64, primary_key=True)
@@ -756,11 +759,15 @@ class Store:
         migrator = SchemaMigrator.from_database(self.db)
         if version < 2:
             migrate(
-                migrator.add_column("tasklib_task", "runner", m.Task.runner),  # indexed, as the field says
+                migrator.add_column("tasklib_task", "runner", m.Task.runner),
                 migrator.add_index("tasklib_task", ("status", "id"), False),
                 migrator.add_index("tasklib_task", ("submitted_by", "id"), False),
             )
             self.db.create_tables([m.Runner, m.Lease], safe=True)
+        if version == 2:
+            migrate(migrator.drop_index("tasklib_task", "tasklib_task_runner"))  # schema 2's, on runner alone
+        if version < 3:
+            migrate(migrator.add_index("tasklib_task", ("runner", "status"), False))
         m.Lease.insert(name=PURGE_LEASE, owner=None, expires=0).on_conflict_ignore().execute()
         m.Meta.update(value=str(SCHEMA_VERSION)).where(m.Meta.key == "schema_version").execute()
 
@@ -1048,6 +1055,43 @@ class Store:
             self._run("PRAGMA incremental_vacuum(2000);", (), write=True, exclusive=True, script=True)
             time.sleep(0.001)
         self._run("PRAGMA wal_checkpoint(TRUNCATE)", (), write=True, exclusive=True)
+
+    def hot_statements(self) -> dict[str, tuple[str, list[Any]]]:
+        """Every statement that reads or changes the task table, with sample parameters.
+
+        Name -> (sql, params), as this store runs them: for checking their query
+        plans (each must find its rows through an index, never by scanning the
+        table). The runner table's statements are left out: it holds one row per
+        live process.
+        """
+        sample = {
+            "id": 1,
+            "now": 1,
+            "status": TaskStatus.RUNNING.value,
+            "submitted_by": 1,
+            "before": 10,
+            "limit": 50,
+            "runner": "r",
+            "cutoff": 1,
+            "low": 1,
+            "high": 2,
+            "progress": None,
+            "message": None,
+            "result": None,
+        }
+        statements = {
+            "get": self._select,
+            "kill_runner": self._kill_runner,
+            "kill_stale": self._kill_stale,
+            "purge_span": self._purge_span,
+            "count_expired": self._expired,
+            "purge": self._purge,
+        }
+        for (by_status, by_user), stmt in self._lists.items():
+            statements[f"list{'_status' * by_status}{'_submitted_by' * by_user}"] = stmt
+        for event, stmt in self._events.items():
+            statements[f"apply_{event.value}"] = stmt
+        return {name: (stmt.sql, stmt.bind(sample)) for name, stmt in statements.items()}
 
     # -- runners --------------------------------------------------------------
 

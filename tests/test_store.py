@@ -127,7 +127,42 @@ def test_store_of_schema_1_is_upgraded_in_place(tmp_path: pathlib.Path) -> None:
         indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert [row[:11] for row in after] == before and {row[11] for row in after} == {None}
     assert version == str(SCHEMA_VERSION)
-    assert {"tasklib_task_runner", "tasklib_task_status_id"} <= indexes
+    assert {"tasklib_task_runner_status", "tasklib_task_status_id"} <= indexes
+    TaskTracker(str(path)).close()  # a second open finds nothing to upgrade
+
+
+def test_store_of_schema_2_is_upgraded_in_place(tmp_path: pathlib.Path) -> None:
+    """A store file written by schema 2 (a process that ended without closing) opens, is upgraded, keeps its tasks.
+
+    Its runner's heartbeat (set back to 2023 in the file) is long silent, so its unfinished tasks read DEAD.
+    """
+    import shutil
+
+    from tasklib.storage import SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    shutil.copy(pathlib.Path(__file__).parent / "data" / "store-v2.db", path)
+    with sqlite3.connect(path) as raw:
+        before = raw.execute("SELECT * FROM tasklib_task ORDER BY id").fetchall()
+    assert [row[1] for row in before] == ["ENQUEUED", "RUNNING", "COMPLETE", "FAILED", "CANCEL_REQUESTED", "COMPLETE"]
+    tracker = TaskTracker(str(path))
+    with sqlite3.connect(path) as raw:
+        version = raw.execute("SELECT value FROM tasklib_meta WHERE key = 'schema_version'").fetchone()[0]
+        indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert raw.execute("SELECT * FROM tasklib_task ORDER BY id").fetchall() == before  # upgrading changed no row
+    assert version == str(SCHEMA_VERSION) == "3"
+    assert "tasklib_task_runner_status" in indexes and "tasklib_task_runner" not in indexes
+    assert [tracker.get(str(i)).status for i in range(1, 7)] == [
+        TaskStatus.ENQUEUED,
+        TaskStatus.DEAD,
+        TaskStatus.COMPLETE,
+        TaskStatus.FAILED,
+        TaskStatus.DEAD,
+        TaskStatus.COMPLETE,
+    ]
+    assert tracker.get("3").result == {"deleted": 100} and tracker.get("6").result == "ran"
+    assert tracker.wait(tracker.submit(lambda: "new").id, timeout=30).result == "new"
+    tracker.close()
     TaskTracker(str(path)).close()  # a second open finds nothing to upgrade
 
 
@@ -203,3 +238,27 @@ def test_apply_refuses_a_misspelled_field_and_writes_nothing(tracker: TaskTracke
         tracker._store.apply(int(task.id), Event.PROGRESS, 1, progres=5)  # type: ignore[call-arg]
     assert tracker.get(task.id).status is TaskStatus.ENQUEUED
     assert tracker.get(task.id).progress == 0
+
+
+def test_every_hot_statement_finds_its_rows_through_an_index(tracker: TaskTracker, is_sqlite: bool) -> None:
+    """EXPLAIN (QUERY PLAN) of every statement on the task table shows an index and no scan of the table.
+
+    On PostgreSQL sequential scans are priced out for the check: a small table
+    would otherwise be scanned by choice, and a statement no index can serve is
+    still planned as one.
+    """
+    db = tracker._store.db
+    statements = tracker._store.hot_statements()
+    assert {"get", "list", "list_status", "list_submitted_by", "kill_runner", "kill_stale", "purge"} <= set(statements)
+    plans = {}
+    with db.atomic():
+        if not is_sqlite:
+            db.execute_sql("SET LOCAL enable_seqscan = off")
+        for name, (sql, params) in statements.items():
+            explain = "EXPLAIN QUERY PLAN " if is_sqlite else "EXPLAIN "
+            plans[name] = " | ".join(str(row[-1]) for row in db.execute_sql(explain + sql, params).fetchall())
+    for name, plan in plans.items():
+        if is_sqlite:
+            assert "SCAN" not in plan and ("INDEX" in plan or "PRIMARY KEY" in plan), (name, plan)
+        else:
+            assert "Seq Scan" not in plan and "Index" in plan, (name, plan)
