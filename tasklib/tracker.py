@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, overload
 
 from .checks import MAX_ID, check_message, check_progress, check_text, check_user, is_int, is_number, parse_id
 from .clock import Instant, duration_ms, now_ms, seconds, to_ms
-from .errors import PermissionDenied, StoreError, TaskNotFound, TrackerClosed
+from .errors import InvalidTransition, PermissionDenied, StoreError, TaskNotFound, TrackerClosed
 from .jsonvalue import encode_result
 from .ledger import Ledger
 from .liveness import Liveness, Runner
@@ -546,4 +546,11 @@ class TaskTracker:
         self._check_open()
         if event in _STARTING and not self._opened:
             self.open()  # the task will belong to this process, whose heartbeat must run
-        return self._ledger.transition(task_id, event, **data)
+        try:
+            return self._ledger.transition(task_id, event, **data)
+        except InvalidTransition:
+            if self._closing:
+                # close() ended this process's tasks while the call was under way: the
+                # call lost to the close, as one made a moment later would.
+                raise TrackerClosed("the tracker is closed") from None
+            raise
