@@ -16,7 +16,7 @@ from .checks import parse_id
 from .clock import now_ms
 from .errors import InvalidTransition, StoreError, TaskNotCancellable, TaskNotFound
 from .liveness import Liveness
-from .status import TRANSITIONS, Event, TaskStatus, writes
+from .status import STATUS_BY_VALUE, TRANSITIONS, Event, TaskStatus, writes
 from .storage import Heartbeat, Record, Store
 from .task import Task
 
@@ -29,8 +29,6 @@ CAS_ATTEMPTS = 8
 #: How many recent starts a ledger remembers, to tell a progress report that started
 #: a task from one in the same millisecond after the start.
 REMEMBERED_STARTS = 1024
-
-_STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
 
 
 class Ledger:
@@ -156,7 +154,7 @@ class Ledger:
                     self._announce(task)
                 return task
             record = self.fetch(key, task_id, now)
-            status = _STATUS[record.status]
+            status = STATUS_BY_VALUE[record.status]
             if event not in TRANSITIONS[status]:
                 error = TaskNotCancellable if event is Event.CANCEL else InvalidTransition
                 raise error(task_id, status, event)
