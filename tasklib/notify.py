@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from .errors import StoreError
@@ -180,7 +181,12 @@ class ChangeFeed:
                 if self._watches:
                     idle = 0.0
                 elif idle >= LINGER:
+                    # Nobody waits: let the probe's connection go too, or PostgreSQL
+                    # would keep queueing notifications for a listener that never reads.
                     self._thread = None
+                    probe, self._probe = self._probe, None
+                    if probe is not None:
+                        probe.close()
                     return
                 if self._probe is None:
                     self._probe = self._store.change_probe()
@@ -188,7 +194,11 @@ class ChangeFeed:
             if probe is None:  # an in-memory store: only this process writes it
                 self._stop.wait(PROBE_INTERVAL)
             elif probe.wait(PROBE_INTERVAL):
+                began = time.monotonic()
                 self._recheck()
+                # At most one recheck per interval, however often others write: the
+                # notifications meanwhile are taken together by the next look.
+                self._stop.wait(max(0.0, began + PROBE_INTERVAL - time.monotonic()))
             idle += PROBE_INTERVAL
 
     def _recheck(self) -> None:
