@@ -116,10 +116,12 @@ class AsyncTaskTracker:
             return
         with self._lock:
             tracker = self._tracker
-        if tracker is not None:
-            await self._call(TaskTracker.close, wait)
-        self._closed = True
-        self._executor.shutdown(wait=False)
+        try:
+            if tracker is not None:
+                await self._call(TaskTracker.close, wait)
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=False)
 
     async def __aenter__(self) -> AsyncTaskTracker:
         return await self.open()

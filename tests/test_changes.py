@@ -155,6 +155,34 @@ def test_the_listening_thread_runs_only_while_someone_waits(make_tracker: Callab
     assert len(listeners()) == before
 
 
+def test_the_listener_connects_again_after_losing_its_connection(
+    make_tracker: Callable[..., TaskTracker], is_sqlite: bool
+) -> None:
+    if is_sqlite:
+        pytest.skip("PostgreSQL's listening connection")
+    writer, reader = make_tracker(), make_tracker()
+    task = writer.submit(description="t", submitted_by=1)
+    snapshots = reader.watch(task.id, timeout=WOKEN)
+    assert next(snapshots).status is TaskStatus.ENQUEUED
+    listening = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+    )
+    db = writer._store.db  # the test's window into the server
+    deadline = time.monotonic() + WAIT
+    while not db.execute_sql(listening).fetchall():
+        assert time.monotonic() < deadline, "the listener never connected"
+        time.sleep(0.01)
+    db.execute_sql("SELECT pg_terminate_backend(pid) FROM (" + listening + ") AS l")
+    writer.start(task.id)
+    assert next(snapshots).status is TaskStatus.RUNNING
+    while not db.execute_sql(listening).fetchall():  # connected again
+        assert time.monotonic() < deadline, "the listener did not connect again"
+        time.sleep(0.01)
+    writer.complete(task.id)
+    assert [s.status for s in snapshots] == [TaskStatus.COMPLETE]
+
+
 def test_a_purged_task_ends_its_watch(tracker: TaskTracker) -> None:
     task = tracker.submit(description="t", submitted_by=1)
     snapshots = tracker.watch(task.id)
