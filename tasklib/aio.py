@@ -19,6 +19,7 @@ import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .checks import parse_id
@@ -26,10 +27,13 @@ from .clock import Instant, seconds
 from .errors import TrackerClosed
 from .notify import HookHandle, version_of
 from .status import TaskStatus
+from .storage import DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT
 from .task import Task
-from .tracker import RECHECK, TaskTracker
+from .tracker import DEFAULT_RETENTION, RECHECK, TaskTracker
 
 if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
+
     from .storage import StoreTarget
 
 __all__ = ["CALL_THREADS", "AsyncTaskTracker"]
@@ -58,9 +62,41 @@ class AsyncTaskTracker:
     ``async with AsyncTaskTracker(...) as tracker`` opens and closes it.
     """
 
-    def __init__(self, database: StoreTarget, **options: Any) -> None:
+    def __init__(
+        self,
+        database: StoreTarget,
+        *,
+        base_url: str | None = None,
+        retention: timedelta = DEFAULT_RETENTION,
+        is_admin: Callable[[int], bool] | None = None,
+        max_workers: int = 4,
+        progress_interval: float = 0.1,
+        scheduler: BaseScheduler | None = None,
+        purge_interval: timedelta = timedelta(hours=1),
+        heartbeat_interval: timedelta = timedelta(seconds=5),
+        dead_after: timedelta = timedelta(seconds=60),
+        stale_after: timedelta | None = None,
+        name: str | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+    ) -> None:
         self._database = database
-        self._options = options
+        # Handed as they are to the TaskTracker, which checks them.
+        self._options: dict[str, Any] = {
+            "base_url": base_url,
+            "retention": retention,
+            "is_admin": is_admin,
+            "max_workers": max_workers,
+            "progress_interval": progress_interval,
+            "scheduler": scheduler,
+            "purge_interval": purge_interval,
+            "heartbeat_interval": heartbeat_interval,
+            "dead_after": dead_after,
+            "stale_after": stale_after,
+            "name": name,
+            "pool_size": pool_size,
+            "pool_timeout": pool_timeout,
+        }
         self._tracker: TaskTracker | None = None
         self._lock = threading.Lock()
         self._executor = concurrent.futures.ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="tasklib-async")
