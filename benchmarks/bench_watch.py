@@ -23,11 +23,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from tasklib import TaskTracker
 
 
-def write_rate(tracker: TaskTracker, ids: list[str], writes: int) -> float:
-    """Progress writes per second, round-robin over ``ids``."""
-    began = time.perf_counter()
+def write_rate(tracker: TaskTracker, ids: list[str], writes: int, cpu: list[float] | None = None) -> float:
+    """Progress writes per second, round-robin over ``ids``; appends this process's CPU seconds per write to ``cpu``."""
+    began, used = time.perf_counter(), time.process_time()
     for i in range(writes):
         tracker.update_progress(ids[i % len(ids)], i % 100)
+    if cpu is not None:
+        cpu.append((time.process_time() - used) / writes)
     return writes / (time.perf_counter() - began)
 
 
@@ -48,8 +50,10 @@ def main() -> None:
         threading.stack_size(256 * 1024)  # a thousand threads with small stacks
         alone: list[float] = []
         beside: list[float] = []
+        cpu_alone: list[float] = []
+        cpu_beside: list[float] = []
         for _ in range(args.rounds):
-            alone.append(write_rate(writer, ids, args.writes))
+            alone.append(write_rate(writer, ids, args.writes, cpu_alone))
             threads = [
                 threading.Thread(target=watcher.wait, args=(task_id,), daemon=True, name="bench-waiter")
                 for task_id in idle
@@ -58,8 +62,8 @@ def main() -> None:
                 thread.start()
             while watcher.changes.waiters < args.waiters:
                 time.sleep(0.01)
-            time.sleep(0.2)  # every waiter asleep
-            beside.append(write_rate(writer, ids, args.writes))
+            time.sleep(1.0)  # every waiter past its first read, asleep
+            beside.append(write_rate(writer, ids, args.writes, cpu_beside))
             # End the waits: cancel the idle tasks, then give them fresh ones next round.
             for task_id in idle:
                 writer.cancel(task_id)
@@ -72,6 +76,9 @@ def main() -> None:
     print(f"store: {'SQLite file' if not args.store else args.store.split('://')[0]}")
     print(f"writes/s alone:                      {best_alone:10.0f}")
     print(f"writes/s beside {args.waiters:5d} idle waiters: {best_beside:10.0f}")
+    # CPU time per write (the whole process: writer, waiters and listening thread)
+    # tells the waiters' cost apart from a busy machine's noise in the rates.
+    print(f"CPU per write alone / beside: {min(cpu_alone) * 1e6:.0f} / {min(cpu_beside) * 1e6:.0f} us")
     print(f"ratio: {best_beside / best_alone:.2f} (target >= 0.8)")
 
 

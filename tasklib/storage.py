@@ -79,7 +79,7 @@ SCHEMA_LOCK_KEY = 7261
 CHANGE_CHANNEL = "tasklib_task"
 #: Seconds between two looks of a change probe: at SQLite's data_version, or
 #: for a stop while listening on PostgreSQL.
-PROBE_INTERVAL = 0.1
+PROBE_INTERVAL = 0.2
 #: Task ids whose versions one statement reads.
 VERSIONS_BATCH = 250
 #: The longest pause before a lost PostgreSQL listening connection is tried again.

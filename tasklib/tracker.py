@@ -331,7 +331,7 @@ class TaskTracker:
 
         Works for any task in the store, also one run by another process. Wakes
         on the change itself: at once for a change this process makes, within
-        about 0.1 s for one made by another process (see :meth:`watch`).
+        about 0.2 s for one made by another process (see :meth:`watch`).
         ``timeout`` is in seconds; None or an infinite one waits as long as it takes.
         Raises TimeoutError if it has not finished within ``timeout`` seconds,
         TaskNotFound for an unknown id, TypeError/ValueError for a bad timeout,
@@ -354,7 +354,7 @@ class TaskTracker:
         """The task's snapshots as it changes: the current one, then one per change, ending after the terminal one.
 
         Like :meth:`wait`, it wakes on the change itself: at once for a change made
-        through this tracker, within about 0.1 s for one made by another process
+        through this tracker, within about 0.2 s for one made by another process
         (SQLite's ``PRAGMA data_version``, PostgreSQL's LISTEN/NOTIFY). Changes that
         come faster than the loop reads them are seen as one snapshot. Nothing is
         read while it waits; the first wait starts the tracker's one listening thread.
