@@ -789,7 +789,10 @@ class Store:
                 T.id.in_([_p(f"id{i}") for i in range(VERSIONS_BATCH)])
             )
         )
-        if not self._is_sqlite:
+        # psycopg3 binds parameters on the server, which takes one statement at a
+        # time: there a write's NOTIFY follows it as a statement of its own.
+        self._notify_after = not self._is_sqlite and bool(getattr(self.db, "index_value_literals", False))
+        if not self._is_sqlite and not self._notify_after:
             # Listeners in other processes hear of every write of tasks. NOTIFY goes in
             # the write's own statement text: one round trip, and it is delivered only
             # if that transaction commits.
@@ -1001,6 +1004,11 @@ class Store:
     # -- change notifications ---------------------------------------------------
 
     def _written(self, task_id: int | None) -> None:
+        if self._notify_after:
+            try:
+                self._run(f"NOTIFY {CHANGE_CHANNEL}", (), write=True)
+            except StoreError as exc:  # the write stands; listeners catch up at their next look
+                logger.warning("could not notify listeners of a change: %s", exc)
         if self.written is not None:
             self.written(task_id)
 
@@ -1016,7 +1024,9 @@ class Store:
         return found
 
     def change_probe(self) -> ChangeProbe | None:
-        """A new probe that tells when any process may have written this store; None for an in-memory one.
+        """A new probe that tells when any process may have written this store; None when there is none.
+
+        None for a private in-memory store, and for PostgreSQL without psycopg2.
 
         SQLite: ``PRAGMA data_version`` on a connection of its own, looked at every
         PROBE_INTERVAL. PostgreSQL: LISTEN on CHANGE_CHANNEL on a connection of its
@@ -1026,6 +1036,10 @@ class Store:
             return None  # a private in-memory store: no other process can write it
         if self._is_sqlite:
             return _SqliteProbe(str(self.db.database))
+        try:
+            importlib.import_module("psycopg2")
+        except ImportError:  # a host's database on psycopg3: other processes' changes are seen by re-reading
+            return None
         params = dict(getattr(self.db, "connect_params", {}))
         params.pop("autocommit", None)
         return _PostgresProbe(str(self.db.database), params)

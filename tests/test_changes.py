@@ -274,3 +274,14 @@ def test_hooks_can_be_removed_by_handle_or_by_name(tracker: TaskTracker) -> None
 def test_on_change_rejects_what_cannot_be_called(tracker: TaskTracker) -> None:
     with pytest.raises(TypeError):
         tracker.on_change("print")  # type: ignore[arg-type]
+
+
+def test_an_in_memory_store_wakes_its_waiters_too() -> None:
+    with TaskTracker(":memory:") as tracker:
+        task = tracker.submit(description="t", submitted_by=1)
+        thread, out = in_thread(lambda: tracker.wait(task.id, timeout=WOKEN))
+        while tracker.changes.waiters == 0:
+            time.sleep(0.001)
+        tracker.complete(task.id, "here")
+        thread.join()
+    assert isinstance(out[0], Task) and out[0].result == "here"
