@@ -392,6 +392,16 @@ def test_admin_lists_filters_searches_and_shows(tracker: TaskTracker, users: dic
     assert client_as(users["staff"]).get("/admin/tasklib/task/").status_code == 403
 
 
+def test_staff_given_the_view_permission_see_tasks(tracker: TaskTracker, users: dict[str, Any]) -> None:
+    from django.contrib.auth.models import Permission
+
+    staff = users["staff"]
+    staff.user_permissions.add(Permission.objects.get(codename="view_task", content_type__app_label="tasklib"))
+    tracker.submit(description="seen by staff", submitted_by=users["owner"].pk)
+    assert b"seen by staff" in client_as(staff).get("/admin/tasklib/task/").content
+    assert not Permission.objects.filter(content_type__app_label="tasklib").exclude(codename="view_task").exists()
+
+
 def test_admin_cancel_action_reports_what_it_could_not_cancel(tracker: TaskTracker, users: dict[str, Any]) -> None:
     admin = client_as(users["root"])
     queued = tracker.submit(description="q", submitted_by=users["owner"].pk)

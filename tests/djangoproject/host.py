@@ -44,9 +44,8 @@ def start(request: HttpRequest) -> HttpResponse:
         task = tracker.start(task.id)
     else:
         task = tracker.submit(work, steps, seconds, description=f"work of {steps} steps", submitted_by=request.user.pk)
-    response = TaskResource(tracker, prefix="/rest/api/3").see_other(
-        task, scheme=request.scheme, host=request.get_host()
-    )
+    resource = TaskResource(tracker, authenticate=lambda headers: request.user.pk)
+    response = resource.see_other(task, scheme=request.scheme, host=request.get_host())
     answer = HttpResponse(response.body, status=response.status)
     for name, value in response.headers:
         answer[name] = value
