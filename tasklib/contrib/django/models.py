@@ -47,7 +47,7 @@ class Task(models.Model):
         default_permissions = ("view",)
 
     def __str__(self) -> str:
-        return f"task {self.id}: {self.description or ''}".rstrip(": ")
+        return f"task {self.id}: {self.description}" if self.description else f"task {self.id}"
 
     @property
     def submitted_at(self) -> datetime | None:
