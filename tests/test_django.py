@@ -22,7 +22,6 @@ import pytest
 from tasklib import TaskStatus, TaskTracker
 from tasklib.web import wsgi_app
 
-from .conftest import POSTGRES_URL, skip_postgres
 from .helpers import TASK, WAIT, bearer, body_checker, eventually, fuzz_paths, submit
 
 django = pytest.importorskip("django")
@@ -51,12 +50,14 @@ def nobody_is_admin(user: Any) -> bool:
     return False
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def alias(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The Django database holding tasklib's tables, emptied of them: SQLite, then PostgreSQL when configured."""
-    name = "default" if request.param == "sqlite" else "pg"
-    if name == "pg" and not POSTGRES_URL:
-        skip_postgres()
+@pytest.fixture
+def alias(store_url: str, is_sqlite: bool) -> Iterator[str]:
+    """The Django database holding tasklib's tables, without them: SQLite, then PostgreSQL when configured.
+
+    The suite's ``store_url`` skips the PostgreSQL run without a server and
+    empties it; the project's "pg" alias is that same database.
+    """
+    name = "default" if is_sqlite else "pg"
     with connections[name].cursor() as cursor:
         for table in TASKLIB_TABLES:
             cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
