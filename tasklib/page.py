@@ -37,9 +37,11 @@ from .tracker import TaskTracker
 from .web import DEFAULT_PREFIX, Authenticate, Response, wsgi_app
 
 if TYPE_CHECKING:
+    import fastapi
+    import flask
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["DEFAULT_PAGE_PREFIX", "TaskPage", "page_app"]
+__all__ = ["DEFAULT_PAGE_PREFIX", "TaskPage", "fastapi_page_router", "flask_page_blueprint", "page_app"]
 
 #: Where :class:`TaskPage` is served by default.
 DEFAULT_PAGE_PREFIX = "/tasks"
@@ -130,6 +132,9 @@ class TaskPage:
 
     def handle(self, method: str, path: str, query: str, headers: Mapping[str, str], *, root: str = "") -> Response:
         """Answer one request for the page; ``root`` is the percent-encoded path the application is mounted at.
+
+        ``headers`` is case-insensitive or has lower-case names; it goes to
+        ``authenticate`` only. ``query`` is the raw query string.
 
         Nothing in a request makes this raise; it raises what ``authenticate``
         raises, and TrackerClosed or StoreError from the tracker.
@@ -277,3 +282,74 @@ def page_app(
         return [body]
 
     return app
+
+
+def flask_page_blueprint(
+    tracker: TaskTracker,
+    *,
+    authenticate: Authenticate,
+    prefix: str = DEFAULT_PAGE_PREFIX,
+    api_prefix: str = DEFAULT_PREFIX,
+) -> flask.Blueprint:
+    """A Flask blueprint named "tasklib_page" serving the :class:`TaskPage` at ``prefix``.
+
+    Register it without a ``url_prefix``, beside :func:`tasklib.web.flask_blueprint`
+    for Jira's routes. Raises ImportError naming the extra without Flask, and as
+    TaskPage for bad arguments.
+    """
+    try:
+        import flask
+    except ImportError as error:
+        raise ImportError("tasklib.page.flask_page_blueprint needs Flask: pip install 'tasktally[flask]'") from error
+    page = TaskPage(tracker, authenticate=authenticate, prefix=prefix, api_prefix=api_prefix)
+    blueprint = flask.Blueprint("tasklib_page", __name__)
+
+    def task_page(rest: str = "") -> flask.Response:
+        request = flask.request
+        response = page.handle(
+            request.method,
+            request.path,
+            request.query_string.decode("latin-1"),
+            {name.lower(): value for name, value in request.headers.items()},
+            root=request.script_root,
+        )
+        return flask.Response(response.body, response.status, response.headers)
+
+    for rule in (prefix + "/", prefix + "/<path:rest>"):
+        blueprint.add_url_rule(rule, view_func=task_page, methods=["GET", "HEAD", "POST"], endpoint=rule)
+    return blueprint
+
+
+def fastapi_page_router(
+    tracker: TaskTracker,
+    *,
+    authenticate: Authenticate,
+    prefix: str = DEFAULT_PAGE_PREFIX,
+    api_prefix: str = DEFAULT_PREFIX,
+) -> fastapi.APIRouter:
+    """A FastAPI (Starlette) router serving the :class:`TaskPage` at ``prefix``.
+
+    Include it without a router ``prefix``, beside :func:`tasklib.web.fastapi_router`;
+    ``root_path`` is honoured. Raises ImportError naming the extra without
+    FastAPI, and as TaskPage for bad arguments.
+    """
+    try:
+        import fastapi
+    except ImportError as error:
+        raise ImportError("tasklib.page.fastapi_page_router needs FastAPI: pip install 'tasktally[fastapi]'") from error
+    page = TaskPage(tracker, authenticate=authenticate, prefix=prefix, api_prefix=api_prefix)
+
+    # A plain def: Starlette runs it in its thread pool, off the event loop.
+    def task_page(request: fastapi.Request) -> fastapi.Response:
+        response = page.handle(
+            request.method,
+            prefix + "/" + request.path_params.get("rest", ""),
+            request.url.query,
+            request.headers,
+            root=request.scope.get("root_path", ""),
+        )
+        return fastapi.Response(response.body, response.status, dict(response.headers))
+
+    router = fastapi.APIRouter()
+    router.add_route(prefix + "/{rest:path}", task_page, methods=["GET", "HEAD", "POST"], include_in_schema=False)
+    return router

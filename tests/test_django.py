@@ -556,3 +556,22 @@ def test_end_to_end_under_runserver(runserver: Any) -> None:
     listed = runserver("tasklib", "list", "--json")
     assert [t["status"] for t in json.loads(listed.stdout)] == ["DEAD", "CANCELLED", "COMPLETE"]
     assert runserver("tasklib", "show", "999").returncode == 1
+
+
+# -- the live task page ---------------------------------------------------------------------
+
+
+def test_the_task_page_in_django(tracker: TaskTracker, users: dict[str, Any]) -> None:
+    mine = tracker.submit(description="my export", submitted_by=users["owner"].pk)
+    tracker.submit(description="their export", submitted_by=users["other"].pk)
+    page = client_as(users["owner"]).get("/tasks/")
+    assert page.status_code == 200 and page["Content-Type"] == "text/html;charset=UTF-8"
+    text = page.content.decode()
+    assert "my export" in text and "their export" not in text
+    assert 'data-api="/rest/api/3/task/"' in text and 'src="/tasks/page.js"' in text
+    feed = client_as(users["staff"]).get("/tasks/tasks.json").json()  # staff: an administrator
+    assert [t["description"] for t in feed["tasks"]] == ["their export", "my export"]
+    assert client_as(None).get("/tasks/").status_code == 401
+    assert client_as(users["owner"]).get("/tasks/tasks.json?status=RUNNING").json()["tasks"] == []
+    assert client_as(users["owner"]).get("/tasks/tasklib-progress.js").status_code == 200
+    assert mine.id in text

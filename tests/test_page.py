@@ -260,3 +260,51 @@ def test_the_trackers_admin_rule(make_tracker: Callable[..., TaskTracker]) -> No
     assert make_tracker().is_admin(ADMIN) is False  # no is_admin: nobody
     with pytest.raises(TypeError):
         tracker.is_admin("1")  # type: ignore[arg-type]
+
+
+# -- the framework mounts ----------------------------------------------------------------
+
+
+def by_header(headers: Mapping[str, str]) -> int | None:
+    """An authenticator by an "X-User" header, which the frameworks' test clients pass as given."""
+    value = headers.get("x-user", "")
+    return int(value) if value.isdigit() else None
+
+
+def test_flask_and_fastapi_mounts(make_tracker: Callable[..., TaskTracker]) -> None:
+    flask = pytest.importorskip("flask")
+    pytest.importorskip("fastapi")
+    import warnings
+
+    import fastapi
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
+        from fastapi.testclient import TestClient
+
+    from tasklib.page import fastapi_page_router, flask_page_blueprint
+    from tasklib.web import fastapi_router, flask_blueprint
+
+    tracker = make_tracker(base_url=None)
+    mine = submit(tracker, TaskStatus.RUNNING, OWNER)
+    submit(tracker, TaskStatus.RUNNING, OTHER)
+    flask_app = flask.Flask(__name__)
+    flask_app.register_blueprint(flask_page_blueprint(tracker, authenticate=by_header, prefix="/jobs"))
+    flask_app.register_blueprint(flask_blueprint(tracker, authenticate=by_header))
+    fastapi_app = fastapi.FastAPI()
+    fastapi_app.include_router(fastapi_page_router(tracker, authenticate=by_header, prefix="/jobs"))
+    fastapi_app.include_router(fastapi_router(tracker, authenticate=by_header))
+    with flask_app.test_client() as flask_client, TestClient(fastapi_app) as fastapi_client:
+        for name, client in (("flask", flask_client), ("fastapi", fastapi_client)):
+            headers = {"X-User": str(OWNER)}
+            page = client.get("/jobs/", headers=headers)
+            assert page.status_code == 200, name
+            text = page.text if name == "fastapi" else page.get_data(as_text=True)
+            assert f"id='task-{mine}'" in text and len(re.findall(r"<tr id='task-\d", text)) == 1, name
+            assert 'data-api="/rest/api/3/task/"' in text and 'src="/jobs/page.js"' in text
+            feed = client.get("/jobs/tasks.json?status=RUNNING", headers=headers)
+            data = feed.json() if callable(feed.json) else feed.json  # Starlette's method, Flask's property
+            assert [t["id"] for t in data["tasks"]] == [mine], name
+            assert client.get("/jobs/").status_code == 401, name
+            assert client.get("/jobs/tasklib-progress.js").status_code == 200, name
+            assert client.post("/jobs/", headers=headers).status_code == 405, name

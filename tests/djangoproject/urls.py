@@ -11,4 +11,5 @@ urlpatterns = [
     path("rest/api/3/", include("tasklib.contrib.django.urls")),
     path("admin/", admin.site.urls),
     path("work/", start),
+    path("tasks/", include("tasklib.contrib.django.page_urls")),
 ]

@@ -9,17 +9,36 @@ tasklib's web core applies its own cross-site checks to the cancel route.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from ...web import TaskResource
+from ...page import TaskPage
+from ...web import Response, TaskResource
 from . import get_tracker
 from .conf import user_id
 
-__all__ = ["task_resource"]
+__all__ = ["task_page", "task_resource"]
+
+
+def _caller(request: HttpRequest) -> Any:
+    user = getattr(request, "user", None)
+    if user is None:
+        raise ImproperlyConfigured(
+            "tasklib.contrib.django's views need django.contrib.auth.middleware.AuthenticationMiddleware"
+        )
+    return user
+
+
+def _django_response(response: Response) -> HttpResponse:
+    answer = HttpResponse(response.body, status=response.status)
+    for name, value in response.headers:
+        answer[name] = value
+    return answer
 
 
 @csrf_exempt
@@ -30,11 +49,7 @@ def task_resource(request: HttpRequest, rest: str) -> HttpResponse:
     its ``pk`` is the tasklib user id. Raises ImproperlyConfigured without
     Django's AuthenticationMiddleware or with a user model whose keys are not ints.
     """
-    user = getattr(request, "user", None)
-    if user is None:
-        raise ImproperlyConfigured(
-            "tasklib.contrib.django's views need django.contrib.auth.middleware.AuthenticationMiddleware"
-        )
+    user = _caller(request)
 
     def authenticate(headers: Mapping[str, str]) -> int | None:
         return user_id(user) if user.is_authenticated else None
@@ -53,7 +68,30 @@ def task_resource(request: HttpRequest, rest: str) -> HttpResponse:
         host=request.get_host(),
         root=quote(root, safe="/", errors="replace"),
     )
-    answer = HttpResponse(response.body, status=response.status)
-    for name, value in response.headers:
-        answer[name] = value
-    return answer
+    return _django_response(response)
+
+
+def task_page(request: HttpRequest, rest: str) -> HttpResponse:
+    """The live task page (:class:`tasklib.page.TaskPage`) for ``request.user``, wherever it is included.
+
+    Its script cancels through Jira's routes, which must be included too
+    (``tasklib.contrib.django.urls``). Raises ImproperlyConfigured when they are
+    not, or as :func:`task_resource`.
+    """
+    user = _caller(request)
+
+    def authenticate(headers: Mapping[str, str]) -> int | None:
+        return user_id(user) if user.is_authenticated else None
+
+    try:
+        api = reverse("tasklib:task", kwargs={"rest": ""})
+    except NoReverseMatch as exc:
+        raise ImproperlyConfigured(
+            'the task page needs Jira\'s routes: path("rest/api/3/", include("tasklib.contrib.django.urls"))'
+        ) from exc
+    mount = request.path[: len(request.path) - len(rest)].rstrip("/")
+    page = TaskPage(get_tracker(), authenticate=authenticate, prefix=quote(mount), api_prefix=api[: -len("/task/")])
+    response = page.handle(
+        request.method or "", quote(request.path), request.META.get("QUERY_STRING", ""), request.headers
+    )
+    return _django_response(response)
