@@ -23,10 +23,10 @@ from .clock import now_ms
 from .errors import TaskError, TaskNotCancellable
 from .status import TaskStatus
 from .task import Task
-from .tracker import TaskTracker
+from .tracker import DEFAULT_RETENTION, TaskTracker
 from .workers import current_task
 
-__all__ = ["TRACKER_COMMANDS", "main", "run"]
+__all__ = ["TRACKER_COMMANDS", "main", "parser", "run"]
 
 DEFAULT_DATABASE = "tasks.db"
 #: The commands on stored tasks, which :func:`run` offers on a host's own tracker.
@@ -363,14 +363,14 @@ def _parser(tracker: TaskTracker | None = None, prog: str = "tasklib") -> argpar
             help="SQLite file or database URL (default: $TASKLIB_DATABASE, else %(default)s)",
         )
     # retention_days for the commands without --retention-days; None: the host's tracker's.
-    parser.set_defaults(retention_days=14 if tracker is None else None, tracker=tracker)
+    parser.set_defaults(retention_days=DEFAULT_RETENTION.days if tracker is None else None, tracker=tracker)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     retention = argparse.ArgumentParser(add_help=False)
     retention.add_argument(
         "--retention-days",
         type=_int_from(1, 100_000),
-        default=14 if tracker is None else None,
+        default=DEFAULT_RETENTION.days if tracker is None else None,
         metavar="N",
         help="finished tasks are kept N days (default: %(default)s)"
         if tracker is None
@@ -479,6 +479,17 @@ def run(tracker: TaskTracker, argv: Sequence[str], *, prog: str = "tasklib") -> 
     if not isinstance(tracker, TaskTracker):
         raise TypeError(f"tracker must be a TaskTracker, not {type(tracker).__name__}")
     return _execute(_parser(tracker, prog).parse_args(list(argv)))
+
+
+def parser(tracker: TaskTracker | None = None, *, prog: str = "tasklib") -> argparse.ArgumentParser:
+    """The ``tasklib`` command line's argument parser, as :func:`main` parses ``argv`` with it.
+
+    With a ``tracker``, the parser :func:`run` uses: only :data:`TRACKER_COMMANDS`,
+    no ``--db``; ``prog`` names the program in usage and help. For tools that
+    check command lines against the program (the documentation tests do);
+    nothing runs until :func:`main` or :func:`run`.
+    """
+    return _parser(tracker, prog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,14 +23,15 @@ of strings. Every body is ``application/json;charset=UTF-8``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Iterator, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from .checks import is_int
 from .errors import PermissionDenied, TaskNotCancellable, TaskNotFound
-from .task import Task
+from .jsonvalue import dumps
+from .task import API_PREFIX, Task
 from .tracker import TaskTracker
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 #: Where Jira serves its REST API v3; the task paths are ``{prefix}/task/...``.
-DEFAULT_PREFIX = "/rest/api/3"
+DEFAULT_PREFIX = API_PREFIX
 
 #: The host's authenticator: request headers (case-insensitive) to a user id, or
 #: None for an anonymous caller.
@@ -79,7 +80,7 @@ class Response:
 
 
 def _json(status: int, value: Any, *extra: tuple[str, str]) -> Response:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = dumps(value)
     # "replace": a lone surrogate in a host name an adapter passed must not become
     # a 500; a real request cannot carry one.
     body = text.encode("utf-8", "replace")
@@ -165,7 +166,7 @@ class TaskResource:
             user = self.authenticate(headers)
             if user is None:
                 return error(401, _UNAUTHENTICATED)
-            if not isinstance(user, int) or isinstance(user, bool):
+            if not is_int(user):
                 # The host's bug: say so by name rather than let the tracker blame as_user.
                 raise TypeError(f"authenticate() must return an int user id or None, not {type(user).__name__}")
         try:

@@ -158,11 +158,10 @@ DJANGO_COMMANDS = [command for block in SHELL for command in commands(block, dja
 
 
 def cli_parser() -> Any:
-    # The program's parser itself, so the check cannot drift from it; tasklib.cli
-    # has no public name for it.
-    from tasklib.cli import _parser
+    # The program's parser itself, so the check cannot drift from it.
+    from tasklib.cli import parser
 
-    return _parser()
+    return parser()
 
 
 def test_the_pages_show_commands() -> None:
@@ -215,13 +214,13 @@ def test_status_page_holds_the_diagram_marker() -> None:
 )
 def test_django_command_shown_parses(where: str, arguments: list[str]) -> None:
     """Each ``manage.py tasklib`` command shown is one the Django command accepts (it has no --db)."""
-    from tasklib.cli import _parser
+    from tasklib.cli import parser
 
     assert {w.split(":")[0] for w, _ in DJANGO_COMMANDS} == {"docs/django.md"}
     stderr = io.StringIO()
     with TaskTracker(":memory:") as tracker:
         try:
             with contextlib.redirect_stderr(stderr):
-                _parser(tracker, "manage.py tasklib").parse_args(arguments)
+                parser(tracker, prog="manage.py tasklib").parse_args(arguments)
         except SystemExit:
             pytest.fail(f"{where}: manage.py tasklib {shlex.join(arguments)} does not parse: {stderr.getvalue()}")

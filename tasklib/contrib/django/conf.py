@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -141,10 +141,12 @@ def build_tracker() -> TaskTracker:
     database = database_target(alias, settings.DATABASES) if alias is not None else target
     check = is_admin_check()
     config.pop("IS_ADMIN", None)
-    model = get_user_model()
+    # Django's own lookup of a user by id: None for an unknown or inactive user,
+    # who is no administrator.
+    users = ModelBackend()
 
     def is_admin(uid: int) -> bool:
-        user = model._default_manager.filter(pk=uid).first()
+        user = users.get_user(uid)
         return user is not None and bool(check(user))
 
     options = {key.lower(): value for key, value in config.items()}
