@@ -244,6 +244,10 @@ class AsyncTaskTracker:
         """See :meth:`tasklib.TaskTracker.list`."""
         return await self._call(TaskTracker.list, status, submitted_by, limit, after)
 
+    async def is_admin(self, user: int) -> bool:
+        """See :meth:`tasklib.TaskTracker.is_admin` (the host's rule may look the user up)."""
+        return await self._call(TaskTracker.is_admin, user)
+
     async def on_change(self, callback: Callable[[Task], object], *, remove: bool = False) -> HookHandle:
         """See :meth:`tasklib.TaskTracker.on_change`.
 

@@ -576,6 +576,15 @@ class TaskTracker:
         self._check_open()
         return self._ledger.page(status=status, submitted_by=submitted_by, before=before, limit=limit)
 
+    def is_admin(self, user: int) -> bool:
+        """Whether ``user`` may read and cancel every task (the tracker's ``is_admin``; False without one).
+
+        For views that list tasks: an administrator sees all, another user only
+        their own. Raises TypeError for a user id that is not an int.
+        """
+        check_user("user", user, optional=False)
+        return self._is_admin is not None and bool(self._is_admin(user))
+
     # -- internals --------------------------------------------------------
 
     def _purge_round(self) -> int:
@@ -590,7 +599,7 @@ class TaskTracker:
     def _authorize(self, record: Record, user: int) -> None:
         if record.submitted_by == user:
             return
-        if self._is_admin is not None and self._is_admin(user):
+        if self.is_admin(user):  # the one rule, also for views that list tasks
             return
         raise PermissionDenied(str(record.id), user)
 

@@ -52,6 +52,7 @@ METHODS = [
     "purge",
     "sweep",
     "on_change",
+    "is_admin",
 ]
 
 
@@ -116,6 +117,7 @@ def test_the_status_rules_and_errors_are_the_sync_trackers(make_async: Callable[
             with pytest.raises(PermissionDenied):
                 await tracker.get(task.id, as_user=20)
             assert (await tracker.get(task.id, as_user=1)).progress == 30
+            assert await tracker.is_admin(1) and not await tracker.is_admin(10)
             assert (await tracker.cancel(task.id, as_user=10)).status is TaskStatus.CANCEL_REQUESTED
             done = await tracker.acknowledge_cancel(task.id, "stopped")
             assert (done.status, done.message) == (TaskStatus.CANCELLED, "stopped")
