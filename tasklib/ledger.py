@@ -8,6 +8,9 @@ The worker pool works through a :class:`Ledger` (see
 
 from __future__ import annotations
 
+import collections
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from .checks import parse_id
@@ -24,17 +27,62 @@ __all__ = ["Ledger"]
 #: move forward, so a handful of misses means the store keeps refusing, not a race.
 CAS_ATTEMPTS = 8
 
+#: How many recent starts a ledger remembers, to tell a progress report that started
+#: a task from one in the same millisecond after the start.
+REMEMBERED_STARTS = 1024
+
 
 class Ledger:
     """The tasks of one store, read and written on behalf of one runner.
 
-    ``url_prefix`` is prefixed to a task's id to make its ``url``.
+    ``url_prefix`` is prefixed to a task's id to make its ``url``. ``announce`` is
+    called with the snapshot after each status change this ledger writes (a new
+    task, a transition, a task found dead on reading), in the writing thread.
     """
 
-    def __init__(self, store: Store, liveness: Liveness, *, url_prefix: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        liveness: Liveness,
+        *,
+        url_prefix: str,
+        announce: Callable[[Task], None] | None = None,
+    ) -> None:
         self.store = store
         self.liveness = liveness
         self.url_prefix = url_prefix
+        self.announce = announce
+        self._lock = threading.Lock()
+        self._started: collections.OrderedDict[int, int] = collections.OrderedDict()
+
+    def _moved(self, event: Event, record: Record, now: int) -> bool:
+        """Whether the write of ``event`` that gave ``record`` at ``now`` changed the task's status."""
+        if record.status != TaskStatus.RUNNING.value:
+            return event is not Event.PROGRESS  # progress keeps CANCEL_REQUESTED
+        if event is Event.START:
+            self._remember_start(record.id, now)
+            return True
+        # Progress starts an ENQUEUED task, setting ``started`` to its ``now``; a start
+        # in the same millisecond is told apart by the starts this ledger remembers.
+        if event is not Event.PROGRESS or record.started != now:
+            return False
+        with self._lock:
+            if self._started.get(record.id) == now:
+                return False
+        self._remember_start(record.id, now)
+        return True
+
+    def _remember_start(self, key: int, now: int) -> None:
+        with self._lock:
+            self._started[key] = now
+            self._started.move_to_end(key)
+            if len(self._started) > REMEMBERED_STARTS:
+                self._started.popitem(last=False)
+
+    def _announce(self, task: Task) -> Task:
+        if self.announce is not None:
+            self.announce(task)
+        return task
 
     def task(self, record: Record | tuple[Any, ...], now: int) -> Task:
         """The snapshot of ``record`` (or of a row from :meth:`fetch_row`) read at ``now``."""
@@ -49,10 +97,13 @@ class Ledger:
         for a worker that takes it at once.
         """
         runner = self.liveness.runner.token if owned else None
+        running = running and owned
         record = self.store.insert(
-            description=description, submitted_by=submitted_by, now=now, runner=runner, running=running and owned
+            description=description, submitted_by=submitted_by, now=now, runner=runner, running=running
         )
-        return self.task(record, now)
+        if running:
+            self._remember_start(record.id, now)  # a progress report in the same millisecond starts nothing
+        return self._announce(self.task(record, now))
 
     def fetch(self, key: int, task_id: str, now: int) -> Record:
         """The reconciled row of task ``key`` (``task_id`` as the caller wrote it); TaskNotFound, StoreError."""
@@ -60,7 +111,13 @@ class Ledger:
         if found is None:
             raise TaskNotFound(task_id)
         record, beat = found
-        return self.liveness.reconcile(record, beat, now)
+        return self._reconciled(record, beat, now)
+
+    def _reconciled(self, record: Record, beat: Heartbeat, now: int) -> Record:
+        reconciled = self.liveness.reconcile(record, beat, now)
+        if reconciled.status != record.status:
+            self._announce(self.task(reconciled, now))  # this reader wrote it DEAD
+        return reconciled
 
     def fetch_row(self, key: int, task_id: str, now: int) -> Record | tuple[Any, ...]:
         """:meth:`fetch`, as the driver's row while the task cannot be dead: the read path.
@@ -75,7 +132,7 @@ class Ledger:
             raise TaskNotFound(task_id)
         liveness = self.liveness
         if row[1] in UNFINISHED and not (row[11] == liveness.runner.token and liveness.alive):
-            return liveness.reconcile(Record._make(row[:ROW_WIDTH]), Heartbeat._make(row[ROW_WIDTH:]), now)
+            return self._reconciled(Record._make(row[:ROW_WIDTH]), Heartbeat._make(row[ROW_WIDTH:]), now)
         return row
 
     def read(self, task_id: str) -> Task:
@@ -89,7 +146,7 @@ class Ledger:
         found = self.store.page(
             status=None if status is None else status.value, submitted_by=submitted_by, before=before, limit=limit
         )
-        return [self.task(self.liveness.reconcile(record, beat, now), now) for record, beat in found]
+        return [self.task(self._reconciled(record, beat, now), now) for record, beat in found]
 
     def transition(
         self,
@@ -120,7 +177,10 @@ class Ledger:
                 runner=self.liveness.runner.token,
             )
             if record is not None:
-                return self.task(record, now)
+                task = self.task(record, now)
+                if self._moved(event, record, now):
+                    self._announce(task)
+                return task
             record = self.fetch(key, task_id, now)
             status = STATUS_BY_VALUE[record.status]
             if event not in TRANSITIONS[status]:
