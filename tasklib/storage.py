@@ -1143,7 +1143,9 @@ class Store:
             statements[f"list{'_status' * by_status}{'_submitted_by' * by_user}"] = stmt
         for event, stmt in self._events.items():
             statements[f"apply_{event.value}"] = stmt
-        return {name: (stmt.sql, stmt.bind(sample)) for name, stmt in statements.items()}
+        notify = f"NOTIFY {CHANGE_CHANNEL}; "
+        # A write on PostgreSQL carries its NOTIFY in front: the plan is the statement's.
+        return {name: (stmt.sql.removeprefix(notify), stmt.bind(sample)) for name, stmt in statements.items()}
 
     # -- runners --------------------------------------------------------------
 
