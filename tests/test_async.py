@@ -230,14 +230,22 @@ def test_watch_and_wait_follow_another_trackers_changes(make_async: Callable[...
             with pytest.raises(ValueError):
                 reader.watch(task.id, timeout=-1)
 
+            progressed = asyncio.Event()
+
             async def drive() -> None:
                 await asyncio.sleep(0.2)
                 await writer.update_progress(task.id, 40)
-                await asyncio.sleep(0.2)
+                # Another tracker's changes are seen by polling: two quick changes may
+                # come as one snapshot, so finish only once the first was seen.
+                await asyncio.wait_for(progressed.wait(), WAIT)
                 await writer.complete(task.id, "ok")
 
             driver = asyncio.create_task(drive())
-            seen = [(t.status, t.progress) async for t in reader.watch(task.id, timeout=WAIT)]
+            seen = []
+            async for t in reader.watch(task.id, timeout=WAIT):
+                seen.append((t.status, t.progress))
+                if t.progress == 40:
+                    progressed.set()
             await driver
             assert (await reader.wait(task.id, timeout=0)).result == "ok"
             with pytest.raises(TimeoutError):
