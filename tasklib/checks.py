@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_ID", "check_message", "check_progress", "check_text", "check_user"]
+from typing import Literal, overload
+
+__all__ = ["MAX_ID", "check_message", "check_progress", "check_text", "check_user", "grants"]
 
 #: Ids and user ids are Jira's int64.
 MAX_ID = 2**63 - 1
 
 
-def check_user(name: str, value: object, *, optional: bool) -> None:
-    """A user id: an int (not a bool) that fits in 64 bits; None too when ``optional``."""
+@overload
+def check_user(name: str, value: object, *, optional: Literal[False]) -> int: ...
+@overload
+def check_user(name: str, value: object, *, optional: bool) -> int | None: ...
+def check_user(name: str, value: object, *, optional: bool) -> int | None:
+    """A user id: an int (not a bool) that fits in 64 bits; None too when ``optional``.
+
+    Returns the id as a plain ``int``: an ``int`` subclass could answer ``==`` or
+    ``<=`` as it likes (claim to equal every submitter), so only its integer value
+    is kept. Raises TypeError or ValueError.
+    """
     if value is None and optional:
-        return
+        return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int user id, not {type(value).__name__}")
-    if not -MAX_ID - 1 <= value <= MAX_ID:
-        raise ValueError(f"{name} must fit in 64 bits, as Jira's int64 submittedBy, got {value}")
+    # int.__int__ reads the value without calling anything the subclass defines.
+    plain = int.__int__(value)
+    if not -MAX_ID - 1 <= plain <= MAX_ID:
+        raise ValueError(f"{name} must fit in 64 bits, as Jira's int64 submittedBy, got {plain}")
+    return plain
+
+
+def grants(verdict: object) -> bool:
+    """Whether a host's permission callback (``is_admin``) granted: only ``True`` itself does.
+
+    A truthy value such as ``"no"``, ``1`` or a non-empty list is a host's bug
+    that must not hand out administrator rights.
+    """
+    return verdict is True
 
 
 def check_text(name: str, value: object) -> None:

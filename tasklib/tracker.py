@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from . import jsonvalue
-from .checks import MAX_ID, check_message, check_progress, check_text, check_user
+from .checks import MAX_ID, check_message, check_progress, check_text, check_user, grants
 from .clock import Instant, duration_ms, now_ms, seconds, to_ms
 from .errors import InvalidTransition, PermissionDenied, StoreError, TaskNotCancellable, TaskNotFound, TrackerClosed
 from .liveness import Runner, gone_message, process_exists
@@ -275,7 +275,7 @@ class TaskTracker:
         closed, StoreError if the store cannot be written.
         """
         check_text("description", description)
-        check_user("submitted_by", submitted_by, optional=False)
+        submitted_by = check_user("submitted_by", submitted_by, optional=False)
         if fn is None:
             if args or kwargs:
                 raise TypeError("submit() without a function takes no other arguments")
@@ -387,7 +387,7 @@ class TaskTracker:
         that the user submitted the task or is an administrator. Raises TaskNotFound,
         PermissionDenied, or TaskNotCancellable for a finished task.
         """
-        check_user("as_user", as_user, optional=True)
+        as_user = check_user("as_user", as_user, optional=True)
         key = parse_id(task_id)
         self._check_open()
         if as_user is not None:
@@ -442,7 +442,7 @@ class TaskTracker:
         Raises TaskNotFound (for any id that is not a task's, whoever asks) or
         PermissionDenied.
         """
-        check_user("as_user", as_user, optional=True)
+        as_user = check_user("as_user", as_user, optional=True)
         key = parse_id(task_id)
         self._check_open()
         now = now_ms()
@@ -470,7 +470,7 @@ class TaskTracker:
                 raise ValueError(
                     f"status must be one of {', '.join(s.value for s in TaskStatus)}, got {status!r}"
                 ) from None
-        check_user("submitted_by", submitted_by, optional=True)
+        submitted_by = check_user("submitted_by", submitted_by, optional=True)
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise TypeError(f"limit must be an int, not {type(limit).__name__}")
         if not 1 <= limit <= 1000:
@@ -561,7 +561,8 @@ class TaskTracker:
     def _authorize(self, record: Record, user: int) -> None:
         if record.submitted_by == user:
             return
-        if self._is_admin is not None and self._is_admin(user):
+        # Only True grants: a truthy "no" from a host's is_admin is its bug, not a yes.
+        if self._is_admin is not None and grants(self._is_admin(user)):
             return
         raise PermissionDenied(str(record.id), user)
 
