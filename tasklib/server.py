@@ -34,7 +34,7 @@ from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 from .tracker import TaskTracker
-from .web import MAX_BODY, TRUST_ALL, Response, TaskResource
+from .web import MAX_BODY, Authentication, Response, TaskResource
 
 __all__ = ["BACKLOG", "DEFAULT_TIMEOUT", "TaskServer", "is_loopback", "make_server"]
 
@@ -254,6 +254,7 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 8080,
     *,
+    authenticate: Authentication,
     token: str | None = None,
     insecure: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
@@ -261,10 +262,11 @@ def make_server(
 ) -> TaskServer:
     """A :class:`TaskServer` for ``tracker``, bound and listening on ``host:port`` (0: any free port).
 
-    With ``token``, every request must carry ``Authorization: Bearer <token>``;
-    the holder of the token is trusted with every task. Without one, every
-    caller is: so binding an address other than loopback without a token is
-    refused unless ``insecure``. Serve it with ``serve_forever()``.
+    ``authenticate`` is the resource's (required; ``tasklib serve`` passes
+    :data:`~tasklib.web.TRUST_ALL`); ``allowed_origins`` too. With ``token``,
+    every request must also carry ``Authorization: Bearer <token>``. Without
+    one, binding an address other than loopback is refused unless ``insecure``.
+    Serve it with ``serve_forever()``.
 
     Raises ValueError for an empty token, a non-loopback address without token
     or ``insecure``, or a bad timeout; OSError when the address cannot be bound.
@@ -288,5 +290,5 @@ def make_server(
     any_ip = host in ("0.0.0.0", "::", "")
     if any_ip:
         names.update({socket.gethostname().lower(), socket.getfqdn().lower(), "localhost"})
-    resource = TaskResource(tracker, authenticate=TRUST_ALL, allowed_origins=allowed_origins)
+    resource = TaskResource(tracker, authenticate=authenticate, allowed_origins=allowed_origins)
     return TaskServer((host, port), resource, token=token, host_names=names, any_ip=any_ip, timeout=timeout)

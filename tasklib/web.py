@@ -49,6 +49,7 @@ __all__ = [
     "MAX_BODY",
     "TRUST_ALL",
     "Authenticate",
+    "Authentication",
     "Response",
     "TaskResource",
     "fastapi_router",
@@ -76,6 +77,9 @@ class _Trust(enum.Enum):
 #: may read and cancel every task. Only for a host that authenticates callers in
 #: front of tasklib (a proxy, a middleware) or serves nobody but itself.
 TRUST_ALL: Final = _Trust.ALL
+
+#: What ``authenticate=`` takes: the host's :data:`Authenticate` callable, or :data:`TRUST_ALL`.
+Authentication = Authenticate | Literal[_Trust.ALL]
 
 #: The largest request body accepted (64 KB); a larger one is refused with 413
 #: before anything is read or changed. Jira's two operations take no body at all.
@@ -188,7 +192,7 @@ class TaskResource:
         self,
         tracker: TaskTracker,
         *,
-        authenticate: Authenticate | Literal[_Trust.ALL],
+        authenticate: Authentication,
         prefix: str = DEFAULT_PREFIX,
         allowed_origins: Iterable[str] = (),
     ) -> None:
@@ -430,7 +434,7 @@ def _handle_environ(resource: TaskResource, environ: WSGIEnvironment) -> Respons
 def wsgi_app(
     tracker: TaskTracker,
     *,
-    authenticate: Authenticate | Literal[_Trust.ALL],
+    authenticate: Authentication,
     prefix: str = DEFAULT_PREFIX,
     allowed_origins: Iterable[str] = (),
 ) -> WSGIApplication:
@@ -457,7 +461,7 @@ def wsgi_app(
 def flask_blueprint(
     tracker: TaskTracker,
     *,
-    authenticate: Authenticate | Literal[_Trust.ALL],
+    authenticate: Authentication,
     prefix: str = DEFAULT_PREFIX,
     allowed_origins: Iterable[str] = (),
 ) -> flask.Blueprint:
@@ -494,7 +498,7 @@ def flask_blueprint(
 def fastapi_router(
     tracker: TaskTracker,
     *,
-    authenticate: Authenticate | Literal[_Trust.ALL],
+    authenticate: Authentication,
     prefix: str = DEFAULT_PREFIX,
     allowed_origins: Iterable[str] = (),
 ) -> fastapi.APIRouter:

@@ -542,7 +542,9 @@ def test_wsgi_path_info_is_not_decoded_twice(
     """PATH_INFO arrives decoded once; the app must not decode it again."""
     tracker = make_tracker()
     tracker.submit()
-    assert wsgi_call(wsgi_app(tracker, authenticate=TRUST_ALL), path_info)[0] == ("200 OK" if found else "404 Not Found")
+    assert wsgi_call(wsgi_app(tracker, authenticate=TRUST_ALL), path_info)[0] == (
+        "200 OK" if found else "404 Not Found"
+    )
 
 
 # -- end to end over real HTTP ---------------------------------------------------------
