@@ -26,6 +26,7 @@ import http.server
 import io
 import ipaddress
 import json
+import re
 import socket
 import socketserver
 from collections.abc import Iterable
@@ -50,6 +51,7 @@ _CONTENT_TYPE = "application/json;charset=UTF-8"
 # What a request line may start with: a method is an upper-case token. TLS starts
 # with 0x16, HTTP/2's preface with "PRI", which fails the version check.
 _METHOD_START = frozenset(range(ord("A"), ord("Z") + 1))
+_TOKEN = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 9110's token: what a method is
 _JIRA_CODES = frozenset({200, 202, 400, 401, 403, 404, 405, 413})
 _UNAUTHENTICATED = "You are not authenticated. Authentication required to perform this operation."
 
@@ -153,8 +155,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if len(words) != 3 or not words[2].startswith(b"HTTP/1."):
                 self._refuse(400, "The request is not HTTP/1.x.")
                 return
+            if not _TOKEN.fullmatch(words[0]):
+                self._refuse(400, "The request method is malformed.")
+                return
             self.raw_requestline = raw
             if not self.parse_request():  # answers its own errors, through send_error
+                return
+            # A line that is no "name: value" ends the email parser's headers early: what
+            # follows would be dropped unseen (a second Host, an Authorization...).
+            if self.headers.defects or self.headers.get_payload():
+                self._refuse(400, "A header field is malformed.")
                 return
             self._answer()
             self.wfile.flush()
