@@ -55,9 +55,7 @@ class Quiet(WSGIRequestHandler):
 def tasks_served(kind: str, tracker: TaskTracker, allowed_origins: list[str]) -> Iterator[int]:
     """The tasks on 127.0.0.1: by the server of ``tasklib serve``, or by wsgi_app under wsgiref."""
     if kind == "serve":
-        server: Any = make_task_server(
-            tracker, "127.0.0.1", 0, authenticate=TRUST_ALL, allowed_origins=allowed_origins
-        )
+        server: Any = make_task_server(tracker, "127.0.0.1", 0, authenticate=TRUST_ALL, allowed_origins=allowed_origins)
     else:
         app = wsgi_app(tracker, authenticate=TRUST_ALL, allowed_origins=allowed_origins)
         server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
