@@ -10,10 +10,10 @@ from .errors import (
     TaskNotFound,
     TrackerClosed,
 )
-from .runner import TaskHandle, current_task
 from .status import TaskStatus
 from .task import Task
 from .tracker import TaskTracker
+from .workers import TaskHandle, current_task
 
 __all__ = [
     "InvalidTransition",

@@ -2,12 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Literal, overload
+import re
+from typing import Literal, TypeGuard, overload
 
-__all__ = ["MAX_ID", "check_message", "check_progress", "check_text", "check_user", "grants"]
+from .errors import TaskNotFound
+
+__all__ = [
+    "MAX_ID",
+    "check_message",
+    "check_progress",
+    "check_text",
+    "check_user",
+    "grants",
+    "is_int",
+    "is_number",
+    "parse_id",
+]
 
 #: Ids and user ids are Jira's int64.
 MAX_ID = 2**63 - 1
+
+# Ids are the store's positive 64-bit integers written plainly: no sign, no
+# leading zero, no whitespace, ASCII digits only.
+_ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is an int but not a bool (which Python counts as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """Whether ``value`` is an int or a float, but not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_id(task_id: str) -> int:
+    """The store's integer id for ``task_id``; TaskNotFound for any string that cannot be one.
+
+    Raises TypeError for a ``task_id`` that is not a str.
+    """
+    if not isinstance(task_id, str):
+        raise TypeError(f"task_id must be a str, not {type(task_id).__name__}")
+    if len(task_id) > 19 or not _ID.fullmatch(task_id):
+        raise TaskNotFound(task_id)
+    value = int(task_id)
+    if value > MAX_ID:
+        raise TaskNotFound(task_id)
+    return value
 
 
 @overload
@@ -23,7 +65,7 @@ def check_user(name: str, value: object, *, optional: bool) -> int | None:
     """
     if value is None and optional:
         return None
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int user id, not {type(value).__name__}")
     # int.__int__ reads the value without calling anything the subclass defines.
     plain = int.__int__(value)
@@ -62,7 +104,7 @@ def check_message(message: object) -> None:
 
 def check_progress(progress: object) -> None:
     """A progress percentage: an int (not a bool or a float) from 0 to 100."""
-    if not isinstance(progress, int) or isinstance(progress, bool):
+    if not is_int(progress):
         raise TypeError(f"progress must be an int from 0 to 100, not {type(progress).__name__}")
     if not 0 <= progress <= 100:
         raise ValueError(f"progress must be from 0 to 100, got {progress}")

@@ -16,12 +16,13 @@ from typing import Any, NoReturn
 
 from tqdm import tqdm
 
+from .checks import parse_id
 from .clock import now_ms
 from .errors import TaskError, TaskNotCancellable
-from .runner import current_task
 from .status import TaskStatus
 from .task import Task
-from .tracker import TaskTracker, parse_id
+from .tracker import TaskTracker
+from .workers import current_task
 
 __all__ = ["main"]
 

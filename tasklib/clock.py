@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
+from .checks import is_int, is_number
+
 __all__ = ["MAX_INSTANT_MS", "Instant", "duration_ms", "now_ms", "seconds", "to_ms"]
 
 #: The latest instant a ``now=`` argument may name: the end of year 9999, the
@@ -38,7 +40,7 @@ def to_ms(now: Instant | None) -> int:
         if now.tzinfo is None:
             now = now.replace(tzinfo=timezone.utc)
         ms = (now - _EPOCH) // timedelta(milliseconds=1)
-    elif isinstance(now, int) and not isinstance(now, bool):
+    elif is_int(now):
         ms = now
     else:
         raise TypeError(f"now must be a datetime or epoch milliseconds (int), not {type(now).__name__}")
@@ -70,7 +72,7 @@ def seconds(value: object, name: str, *, allow_none: bool = True) -> float | Non
     """
     if value is None and allow_none:
         return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not is_number(value):
         raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
     try:
         as_float = float(value)

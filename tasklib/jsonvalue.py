@@ -7,7 +7,7 @@ import logging
 import math
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "decode", "dumps", "encode", "storable_text"]
+__all__ = ["MAX_DEPTH", "decode", "dumps", "encode", "encode_result", "storable_text"]
 
 #: How deeply a stored value may nest lists and objects. Python's JSON reader
 #: recurses once per level, so a much deeper value, once stored, could not be read
@@ -35,6 +35,11 @@ def encode(value: Any, name: str = "result") -> str:
     """
     _check(value, name, 0)
     return dumps(value)
+
+
+def encode_result(value: Any) -> str | None:
+    """A task's ``result`` as stored: None (no result) stays None, else :func:`encode`; raises as it does."""
+    return None if value is None else encode(value)
 
 
 def decode(text: str) -> Any:

@@ -1,4 +1,4 @@
-"""The tracker's scheduled maintenance, on an APScheduler 3.x scheduler.
+"""The tracker's scheduled maintenance, on an APScheduler 3.x scheduler, and the purge round.
 
 Two jobs per tracker, with fixed ids under the tracker's name (by default one
 derived from its store): ``{name}:purge`` deletes expired tasks and
@@ -6,7 +6,8 @@ derived from its store): ``{name}:purge`` deletes expired tasks and
 A tracker refuses to open on a host scheduler that already has its jobs, which
 would be another open tracker's.
 A scheduler the host passes in is only given jobs: it is never started, stopped
-or reconfigured here.
+or reconfigured here. The heartbeat round is liveness's
+(:meth:`tasklib.liveness.Liveness.heartbeat_round`); the purge round is here.
 """
 
 from __future__ import annotations
@@ -18,12 +19,38 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from .storage import PURGE_LEASE
+
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
-__all__ = ["Maintenance"]
+    from .storage import Store
+
+__all__ = ["PURGE_LEASE_MS", "Maintenance", "purge_round"]
 
 logger = logging.getLogger("tasklib")
+
+#: How long the purge lease is held without renewal before another process may
+#: take it (its holder died).
+PURGE_LEASE_MS = 10 * 60 * 1000
+
+
+def purge_round(store: Store, owner: str, *, retention_ms: int, now: int) -> int:
+    """The purge job: delete the tasks finished before ``now - retention_ms``; how many.
+
+    At most one process purges a store at a time: ``owner`` takes the purge lease
+    first, and a round that cannot take it deletes nothing (0). Freed space is
+    given back to the file system afterwards. Raises StoreError.
+    """
+    if not store.take_lease(PURGE_LEASE, owner, now=now, ttl_ms=PURGE_LEASE_MS):
+        return 0
+    try:
+        count = store.purge(now - retention_ms, lease=(owner, PURGE_LEASE_MS))
+        if count:
+            store.reclaim()
+        return count
+    finally:
+        store.drop_lease(PURGE_LEASE, owner)
 
 
 class _Rounds:

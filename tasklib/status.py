@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from types import MappingProxyType
 
-__all__ = ["TRANSITIONS", "Event", "TaskStatus"]
+__all__ = ["TRANSITIONS", "UNFINISHED", "Event", "TaskStatus"]
 
 
 class TaskStatus(str, enum.Enum):
@@ -91,6 +91,10 @@ TRANSITIONS: Mapping[TaskStatus, Mapping[Event, TaskStatus]] = MappingProxyType(
         _S.DEAD: MappingProxyType({}),
     }
 )
+
+#: The stored values of the statuses a task can still leave: what liveness may
+#: make DEAD and a purge never deletes.
+UNFINISHED: frozenset[str] = frozenset(status.value for status in TaskStatus if not status.is_terminal)
 
 
 def moves(event: Event) -> dict[TaskStatus, TaskStatus]:

@@ -31,11 +31,15 @@ from playhouse.pool import MaxConnectionsExceeded, PooledDatabase
 
 from .clock import now_ms
 from .errors import StoreError
-from .status import Event, TaskStatus, moves, writes
+from .status import UNFINISHED, Event, TaskStatus, moves, writes
 
-__all__ = ["SCHEMA_VERSION", "Heartbeat", "Record", "Store"]
+__all__ = ["SCHEMA_VERSION", "Heartbeat", "Record", "Store", "StoreTarget"]
 
 logger = logging.getLogger("tasklib")
+
+#: What a store opens: a SQLite file path, a database URL, ``":memory:"``, or a
+#: peewee Database the host already uses.
+StoreTarget = str | os.PathLike[str] | peewee.Database
 
 #: The version of the tables this tasklib writes; stored in ``tasklib_meta``.
 #: 1: tasks and meta. 2: the runner of each task, runners' heartbeats, leases.
@@ -68,12 +72,13 @@ CLOSE_TIMEOUT = 10.0
 #: The key of the PostgreSQL advisory lock under which tasklib creates its tables.
 SCHEMA_LOCK_KEY = 7261
 
+#: The lease under which one process at a time purges a store.
+PURGE_LEASE = "purge"
+
 #: Purge batches are sized so that one takes about this long (seconds): long
 #: enough to cost little per row, short enough that other writers barely wait.
 PURGE_BATCH_SECONDS = 0.1
 PURGE_BATCH_MIN, PURGE_BATCH_MAX = 500, 100_000
-
-_UNFINISHED = [s.value for s in TaskStatus if not s.is_terminal]
 
 # peewee's mapping of the driver's exceptions to its own, as execute_sql applies it.
 _DRIVER_ERRORS = peewee.__exception_wrapper__  # type: ignore[attr-defined]
@@ -271,7 +276,7 @@ def _memory_database() -> peewee.SqliteDatabase:
 
 
 def open_database(
-    target: str | os.PathLike[str] | peewee.Database,
+    target: StoreTarget,
     *,
     pool_size: int = DEFAULT_POOL_SIZE,
     pool_timeout: float = DEFAULT_POOL_TIMEOUT,
@@ -419,7 +424,7 @@ class Store:
 
     def __init__(
         self,
-        target: str | os.PathLike[str] | peewee.Database,
+        target: StoreTarget,
         *,
         pool_size: int = DEFAULT_POOL_SIZE,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
@@ -644,7 +649,7 @@ class Store:
         m = self._m
         self.db.create_tables([m.Task, m.Meta, m.Runner, m.Lease], safe=True)
         m.Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).execute()
-        m.Lease.insert(name="purge", owner=None, expires=0).on_conflict_ignore().execute()
+        m.Lease.insert(name=PURGE_LEASE, owner=None, expires=0).on_conflict_ignore().execute()
 
     def _schema_version(self) -> int | None:
         if not self.db.table_exists("tasklib_meta"):
@@ -667,7 +672,7 @@ class Store:
                 migrator.add_index("tasklib_task", ("submitted_by", "id"), False),
             )
             self.db.create_tables([m.Runner, m.Lease], safe=True)
-        m.Lease.insert(name="purge", owner=None, expires=0).on_conflict_ignore().execute()
+        m.Lease.insert(name=PURGE_LEASE, owner=None, expires=0).on_conflict_ignore().execute()
         m.Meta.update(value=str(SCHEMA_VERSION)).where(m.Meta.key == "schema_version").execute()
 
     # -- statements -------------------------------------------------------
@@ -731,14 +736,14 @@ class Store:
         # written NOT IN, cannot draw the planner off the id range.
         self._purge_span = _Statement(T.select(fn.MIN(T.id), fn.MAX(T.id)).where(T.finished < _p("cutoff")))
         self._expired = _Statement(
-            T.select(fn.COUNT(T.id)).where(T.finished < _p("cutoff"), T.status.not_in(_UNFINISHED))
+            T.select(fn.COUNT(T.id)).where(T.finished < _p("cutoff"), T.status.not_in(sorted(UNFINISHED)))
         )
         self._purge = _Statement(
             T.delete().where(
                 T.id >= _p("low"),
                 T.id < _p("high"),
                 T.finished < _p("cutoff"),
-                T.status.not_in(_UNFINISHED),
+                T.status.not_in(sorted(UNFINISHED)),
             )
         )
         # Heartbeats are written and aged on the store's clock only (see _CLOCK_SQL).
@@ -893,7 +898,7 @@ class Store:
             total += count
             low += span
             if lease is not None:
-                self.take_lease("purge", lease[0], now=now_ms(), ttl_ms=lease[1])
+                self.take_lease(PURGE_LEASE, lease[0], now=now_ms(), ttl_ms=lease[1])
             scale = PURGE_BATCH_SECONDS / max(took, 1e-4)
             span = int(min(PURGE_BATCH_MAX, max(PURGE_BATCH_MIN, span * min(scale, 2.0))))
             time.sleep(0.001)  # let a waiting writer of this process take the lock

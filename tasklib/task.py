@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .jsonvalue import dumps
+from .jsonvalue import decode, dumps
 from .status import TaskStatus
 
-__all__ = ["Task"]
+if TYPE_CHECKING:
+    from .storage import Record
+
+__all__ = ["DEFAULT_BASE_PATH", "Task"]
+
+#: The ``self`` prefix of a task when its tracker has no ``base_url``: Jira's own path, relative.
+DEFAULT_BASE_PATH = "/rest/api/3/task/"
+
+_STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -34,6 +42,37 @@ class Task:
     result: Any = None
     started: int | None = None
     finished: int | None = None
+
+    @classmethod
+    def from_record(cls, record: Record, *, url_prefix: str, now: int) -> Task:
+        """The snapshot of a stored row read at ``now``; its url is ``url_prefix`` and its id.
+
+        The elapsed runtime of an unfinished task runs to ``now``; a clock that
+        stepped back never makes it negative.
+        """
+        started, finished = record.started, record.finished
+        if started is None:
+            elapsed = 0
+        elif finished is not None:
+            elapsed = max(0, finished - started)
+        else:
+            elapsed = max(0, now - started)
+        task_id = str(record.id)
+        return cls(
+            id=task_id,
+            url=url_prefix + task_id,
+            status=_STATUS[record.status],
+            submitted_by=record.submitted_by,
+            progress=record.progress,
+            elapsed_runtime=elapsed,
+            submitted=record.submitted,
+            last_update=record.last_update,
+            description=record.description,
+            message=record.message,
+            result=None if record.result is None else decode(record.result),
+            started=started,
+            finished=finished,
+        )
 
     @property
     def cancel_requested(self) -> bool:

@@ -31,5 +31,5 @@ def run_inline(
     if not callable(fn):
         raise TypeError(f"run_inline() takes a callable to run, not {type(fn).__name__}")
     task = tracker.submit(description=description, submitted_by=submitted_by)
-    tracker._workers().run_here(task.id, fn, args, kwargs)
+    tracker.workers.run_here(task.id, fn, args, kwargs)
     return tracker.get(task.id)

@@ -3,56 +3,42 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, overload
 
-from . import jsonvalue
-from .checks import MAX_ID, check_message, check_progress, check_text, check_user, grants
+from .checks import MAX_ID, check_message, check_progress, check_text, check_user, grants, is_int, is_number, parse_id
 from .clock import Instant, duration_ms, now_ms, seconds, to_ms
-from .errors import InvalidTransition, PermissionDenied, StoreError, TaskNotCancellable, TaskNotFound, TrackerClosed
-from .liveness import Runner, gone_message, process_exists
-from .maintenance import Maintenance
-from .runner import WorkerPool
-from .status import TRANSITIONS, Event, TaskStatus, writes
-from .storage import DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, Heartbeat, Record, Store
-from .task import Task
+from .errors import PermissionDenied, StoreError, TaskNotFound, TrackerClosed
+from .jsonvalue import encode_result
+from .ledger import Ledger
+from .liveness import Liveness, Runner
+from .maintenance import Maintenance, purge_round
+from .status import Event, TaskStatus
+from .storage import DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, Record, Store
+from .task import DEFAULT_BASE_PATH, Task
+from .workers import WorkerPool
 
-__all__ = ["TaskTracker"]
+if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
 
-#: The ``self`` prefix when the tracker has no ``base_url``: Jira's own path, relative.
-DEFAULT_BASE_PATH = "/rest/api/3/task/"
+    from .storage import StoreTarget
 
-# Ids are the store's positive 64-bit integers written plainly: no sign, no
-# leading zero, no whitespace, ASCII digits only.
-_ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
-_STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
+__all__ = ["DEFAULT_RETENTION", "TaskTracker"]
+
+#: How long finished tasks are kept before a purge deletes them, as Jira keeps them.
+DEFAULT_RETENTION = timedelta(days=14)
 _STARTING = frozenset({Event.START, Event.PROGRESS})
-_UNFINISHED = frozenset(status.value for status in TaskStatus if not status.is_terminal)
 #: The longest interval a scheduled job may have: the scheduler adds it to dates.
 _LONGEST_INTERVAL = timedelta(days=3650)
-#: How often a compare-and-set write that lost a race is tried again. Statuses only
-#: move forward, so a handful of misses means the store keeps refusing, not a race.
-_CAS_ATTEMPTS = 8
 #: What a task of a closed tracker that it had started, and not finished, becomes.
 CLOSED_MESSAGE = "its tracker was closed before it finished"
 
 logger = logging.getLogger("tasklib")
 
-
-def parse_id(task_id: str) -> int:
-    """The store's integer id for ``task_id``; TaskNotFound for any string that cannot be one."""
-    if not isinstance(task_id, str):
-        raise TypeError(f"task_id must be a str, not {type(task_id).__name__}")
-    if len(task_id) > 19 or not _ID.fullmatch(task_id):
-        raise TaskNotFound(task_id)
-    value = int(task_id)
-    if value > MAX_ID:
-        raise TaskNotFound(task_id)
-    return value
+P = ParamSpec("P")
 
 
 class TaskTracker:
@@ -106,14 +92,14 @@ class TaskTracker:
 
     def __init__(
         self,
-        database: Any,
+        database: StoreTarget,
         *,
         base_url: str | None = None,
-        retention: timedelta = timedelta(days=14),
+        retention: timedelta = DEFAULT_RETENTION,
         is_admin: Callable[[int], bool] | None = None,
         max_workers: int = 4,
         progress_interval: float = 0.1,
-        scheduler: Any = None,
+        scheduler: BaseScheduler | None = None,
         purge_interval: timedelta = timedelta(hours=1),
         heartbeat_interval: timedelta = timedelta(seconds=5),
         dead_after: timedelta = timedelta(seconds=60),
@@ -126,40 +112,42 @@ class TaskTracker:
             raise TypeError(f"base_url must be a str or None, not {type(base_url).__name__}")
         if is_admin is not None and not callable(is_admin):
             raise TypeError("is_admin must be a callable(user_id) -> bool, or None")
-        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+        if not is_int(max_workers) or max_workers < 1:
             raise ValueError(f"max_workers must be a positive int, got {max_workers!r}")
-        if not isinstance(progress_interval, (int, float)) or isinstance(progress_interval, bool):
+        if not is_number(progress_interval):
             raise TypeError(f"progress_interval must be a number of seconds, not {type(progress_interval).__name__}")
         if not 0 < progress_interval < float("inf"):
             raise ValueError(f"progress_interval must be a positive number of seconds, got {progress_interval!r}")
-        self._retention_ms = duration_ms(retention, "retention")
+        duration_ms(retention, "retention")
         duration_ms(purge_interval, "purge_interval", maximum=_LONGEST_INTERVAL)
         duration_ms(heartbeat_interval, "heartbeat_interval", maximum=_LONGEST_INTERVAL)
-        self._dead_after_ms = duration_ms(dead_after, "dead_after")
+        duration_ms(dead_after, "dead_after")
         if dead_after < 2 * heartbeat_interval:
             raise ValueError(
                 "dead_after must be at least twice heartbeat_interval, or live runners would be declared dead"
             )
-        self._stale_after_ms = None if stale_after is None else duration_ms(stale_after, "stale_after")
+        if stale_after is not None:
+            duration_ms(stale_after, "stale_after")
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError("name must be a non-empty str or None")
-        if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 10_000:
+        if not is_int(pool_size) or not 1 <= pool_size <= 10_000:
             raise ValueError(f"pool_size must be an int from 1 to 10000, got {pool_size!r}")
         pool_wait = seconds(pool_timeout, "pool_timeout", allow_none=False)
         if scheduler is not None and not hasattr(scheduler, "add_job"):
             raise TypeError("scheduler must be an APScheduler 3.x scheduler, or None")
         self.retention = retention
         self.base_url = base_url
-        self._url_prefix = base_url if base_url is not None else DEFAULT_BASE_PATH
         self._is_admin = is_admin
         self.max_workers = max_workers
         self.progress_interval = float(progress_interval)
-        self.dead_after = dead_after
-        self.stale_after = stale_after
         self._store = Store(
             database, pool_size=pool_size, pool_timeout=max(pool_wait or 0.0, 1e-6)
         )  # peewee reads 0 as forever
         self.name = name if name is not None else f"tasklib:{self._store.key}"
+        self._liveness = Liveness(self._store, Runner(), dead_after=dead_after, stale_after=stale_after)
+        self._ledger = Ledger(
+            self._store, self._liveness, url_prefix=base_url if base_url is not None else DEFAULT_BASE_PATH
+        )
         self._maintenance = Maintenance(
             name=self.name,
             purge=self._purge_round,
@@ -168,12 +156,20 @@ class TaskTracker:
             heartbeat_interval=heartbeat_interval,
             scheduler=scheduler,
         )
-        self._runner = Runner()
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
         self._opened = False
         self._closing = False
-        self._closed = False
+
+    @property
+    def dead_after(self) -> timedelta:
+        """How long a runner may be silent before its unfinished tasks become DEAD."""
+        return self._liveness.dead_after
+
+    @property
+    def stale_after(self) -> timedelta | None:
+        """How long a host-driven task nobody started may go without an update before it becomes DEAD."""
+        return self._liveness.stale_after
 
     # -- lifecycle --------------------------------------------------------
 
@@ -191,11 +187,11 @@ class TaskTracker:
             if self._opened:
                 return self
             self._maintenance.check_free()
-            self._store.add_runner(self._runner.token, self._runner.host, self._runner.pid)
-            self._bury_vanished_neighbours(now_ms())
-            self._pool = WorkerPool(self, self.max_workers, self.progress_interval)
+            self._liveness.register()
+            self._liveness.bury_vanished_neighbours(now_ms())
+            self._pool = WorkerPool(self._ledger, self.max_workers, self.progress_interval)
             self._maintenance.start()
-            self._opened = True
+            self._opened = self._liveness.alive = True
         return self
 
     def close(self, wait: bool = True) -> None:
@@ -224,17 +220,22 @@ class TaskTracker:
                 assert self._pool is not None
                 self._pool.shutdown(wait=wait)
                 try:
-                    self._store.bury_runner(self._runner.token, CLOSED_MESSAGE, now_ms())
+                    self._liveness.bury_self(CLOSED_MESSAGE, now_ms())
                 except StoreError as exc:
                     # The heartbeat has stopped: another tracker's sweep ends what is left.
-                    logger.warning(
-                        "could not end the tasks left at close: %s", exc, extra={"runner": self._runner.label}
-                    )
+                    label = self._liveness.runner.label
+                    logger.warning("could not end the tasks left at close: %s", exc, extra={"runner": label})
         finally:
-            self._closed = True
+            self._liveness.alive = False
             self._store.close()
 
-    def _workers(self) -> WorkerPool:
+    @property
+    def workers(self) -> WorkerPool:
+        """The tracker's worker pool, opening the tracker if it is not open yet.
+
+        :mod:`tasklib.testing` runs task functions on it in the calling thread.
+        Raises TrackerClosed once closed, StoreError.
+        """
         self.open()
         assert self._pool is not None
         return self._pool
@@ -251,9 +252,27 @@ class TaskTracker:
 
     # -- writing ----------------------------------------------------------
 
+    @overload
+    def submit(self, fn: None = None, /, *, description: str | None = None, submitted_by: int = 0) -> Task: ...
+
+    @overload
     def submit(
+        self, fn: Callable[..., object], /, *args: Any, description: str | None, submitted_by: int = 0, **kwargs: Any
+    ) -> Task: ...
+
+    @overload
+    def submit(
+        self, fn: Callable[..., object], /, *args: Any, description: str | None = None, submitted_by: int, **kwargs: Any
+    ) -> Task: ...
+
+    @overload
+    def submit(self, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> Task: ...
+
+    # The implementation takes what every overload does; P.kwargs could name a
+    # reserved keyword, which no checker can rule out, hence the ignore.
+    def submit(  # type: ignore[misc]
         self,
-        fn: Callable[..., Any] | None = None,
+        fn: Callable[..., object] | None = None,
         /,
         *args: Any,
         description: str | None = None,
@@ -271,6 +290,10 @@ class TaskTracker:
         user's id) are reserved keyword names: they are never passed to ``fn``.
         Returns at once.
 
+        A type checker matches ``args`` and ``kwargs`` against ``fn``'s parameters
+        (when neither reserved keyword is given: Python's typing cannot yet mix
+        such keywords with a function's own).
+
         Raises TypeError for arguments of the wrong type, TrackerClosed once
         closed, StoreError if the store cannot be written.
         """
@@ -282,11 +305,10 @@ class TaskTracker:
             self._check_open()
         elif not callable(fn):
             raise TypeError(f"submit() takes a callable to run, not {type(fn).__name__}")
-        pool = self._workers() if fn is not None else None
-        now = now_ms()
-        runner = self._runner.token if pool is not None else None
-        record = self._store.insert(description=description, submitted_by=submitted_by, now=now, runner=runner)
-        task = self._task(record, now)
+        pool = self.workers if fn is not None else None
+        task = self._ledger.insert(
+            description=description, submitted_by=submitted_by, now=now_ms(), owned=pool is not None
+        )
         if pool is not None and fn is not None:
             pool.submit(task.id, fn, args, kwargs)
         return task
@@ -349,7 +371,7 @@ class TaskTracker:
         anything is written), TaskNotFound, or InvalidTransition once finished.
         """
         check_message(message)
-        return self._apply(task_id, Event.COMPLETE, result=self._encode(result), message=message)
+        return self._apply(task_id, Event.COMPLETE, result=encode_result(result), message=message)
 
     def fail(self, task_id: str, message: str | None = None, *, result: Any = None) -> Task:
         """Mark the task FAILED, with a ``message`` saying why and an optional ``result``.
@@ -357,7 +379,7 @@ class TaskTracker:
         Raises as :meth:`complete` does.
         """
         check_message(message)
-        return self._apply(task_id, Event.FAIL, result=self._encode(result), message=message)
+        return self._apply(task_id, Event.FAIL, result=encode_result(result), message=message)
 
     def acknowledge_cancel(self, task_id: str, message: str | None = None) -> Task:
         """The task's own code stops after a cancel request: CANCEL_REQUESTED becomes CANCELLED.
@@ -391,8 +413,8 @@ class TaskTracker:
         key = parse_id(task_id)
         self._check_open()
         if as_user is not None:
-            self._authorize(self._fetch(key, task_id, now_ms()), as_user)
-        task = self._transition(task_id, Event.CANCEL)
+            self._authorize(self._ledger.fetch(key, task_id, now_ms()), as_user)
+        task = self._ledger.transition(task_id, Event.CANCEL)
         pool = self._pool
         if pool is not None and task.status is TaskStatus.CANCEL_REQUESTED:
             pool.request_cancel(task.id)
@@ -405,7 +427,7 @@ class TaskTracker:
         time. Returns how many tasks were deleted, or with ``dry_run`` how many
         would be, deleting nothing.
         """
-        cutoff = to_ms(now) - self._retention_ms
+        cutoff = to_ms(now) - duration_ms(self.retention, "retention")
         self._check_open()
         if dry_run:
             return self._store.count_expired(cutoff)
@@ -425,13 +447,7 @@ class TaskTracker:
         at = to_ms(now)
         shift = 0 if now is None else at - now_ms()
         self._check_open()
-        count = 0
-        dead = self._store.dead_runners(self._dead_after_ms, me=self._runner.token, shift_ms=shift)
-        for token, host, pid in dead:
-            count += self._store.bury_runner(token, gone_message(f"{host}:{pid}"), at)
-        if self._stale_after_ms is not None:
-            count += self._store.bury_stale(at - self._stale_after_ms, self._stale_message(), at)
-        return count
+        return self._liveness.sweep(at, shift_ms=shift)
 
     # -- reading ----------------------------------------------------------
 
@@ -446,10 +462,10 @@ class TaskTracker:
         key = parse_id(task_id)
         self._check_open()
         now = now_ms()
-        record = self._fetch(key, task_id, now)
+        record = self._ledger.fetch(key, task_id, now)
         if as_user is not None:
             self._authorize(record, as_user)
-        return self._task(record, now)
+        return self._ledger.task(record, now)
 
     def list(
         self,
@@ -471,7 +487,7 @@ class TaskTracker:
                     f"status must be one of {', '.join(s.value for s in TaskStatus)}, got {status!r}"
                 ) from None
         submitted_by = check_user("submitted_by", submitted_by, optional=True)
-        if not isinstance(limit, int) or isinstance(limit, bool):
+        if not is_int(limit):
             raise TypeError(f"limit must be an int, not {type(limit).__name__}")
         if not 1 <= limit <= 1000:
             raise ValueError(f"limit must be from 1 to 1000, got {limit}")
@@ -483,80 +499,18 @@ class TaskTracker:
             except TaskNotFound:
                 raise ValueError(f"after must be a task id, got {after!r}") from None
         self._check_open()
-        now = now_ms()
-        found = self._store.page(
-            status=None if status is None else status.value, submitted_by=submitted_by, before=before, limit=limit
-        )
-        return [self._task(self._reconciled(record, beat, now), now) for record, beat in found]
+        return self._ledger.page(status=status, submitted_by=submitted_by, before=before, limit=limit)
 
     # -- internals --------------------------------------------------------
 
-    def _fetch(self, key: int, task_id: str, now: int) -> Record:
-        found = self._store.fetch(key)
-        if found is None:
-            raise TaskNotFound(task_id)
-        record, beat = found
-        return self._reconciled(record, beat, now)
-
-    def _reconciled(self, record: Record, beat: Heartbeat, now: int) -> Record:
-        """The record, made DEAD first if its runner is gone: a reader never sees a dead task alive."""
-        if record.status not in _UNFINISHED:
-            return record
-        why = self._why_dead(record, beat, now)
-        if why is None:
-            return record
-        dead = self._store.apply(record.id, Event.DIE, now, message=why)
-        if dead is not None:
-            return dead
-        return self._fetch(record.id, str(record.id), now)  # it finished meanwhile
-
-    def _why_dead(self, record: Record, beat: Heartbeat, now: int) -> str | None:
-        if record.runner is not None:
-            if record.runner == self._runner.token and self._opened and not self._closed:
-                return None  # ours, and we are alive
-            if beat.beat is None:
-                return "its runner stopped responding"
-            if beat.beat < beat.clock - self._dead_after_ms:  # both on the store's clock
-                return gone_message(f"{beat.host}:{beat.pid}")
-            return None
-        if self._stale_after_ms is not None and record.last_update < now - self._stale_after_ms:
-            return self._stale_message()
-        return None
-
-    def _stale_message(self) -> str:
-        return f"no update for {self.stale_after}: its host code stopped reporting"
-
-    def _bury_vanished_neighbours(self, now: int) -> None:
-        for token, pid in self._store.runners_on_host(self._runner.host, me=self._runner.token):
-            if not process_exists(pid):
-                self._store.bury_runner(token, f"runner {self._runner.host}:{pid} is no longer running", now)
-
     def _purge_round(self) -> int:
-        """The purge job: at most one process purges at a time (a lease row); the others skip."""
-        now = now_ms()
-        ttl = 10 * 60 * 1000
-        if not self._store.take_lease("purge", self._runner.token, now=now, ttl_ms=ttl):
-            return 0
-        try:
-            count = self._store.purge(now - self._retention_ms, lease=(self._runner.token, ttl))
-            if count:
-                self._store.reclaim()
-            return count
-        finally:
-            self._store.drop_lease("purge", self._runner.token)
+        """The purge job (see :func:`tasklib.maintenance.purge_round`)."""
+        retention_ms = duration_ms(self.retention, "retention")
+        return purge_round(self._store, self._liveness.runner.token, retention_ms=retention_ms, now=now_ms())
 
     def _heartbeat_round(self) -> int:
-        """The heartbeat job: renew this runner's heartbeat, then sweep dead ones."""
-        if not self._store.heartbeat(self._runner.token):
-            # Declared dead by another process (we were silent too long): our running
-            # tasks were marked DEAD and stop at their next report; carry on as new.
-            logger.warning(
-                "runner %s was declared dead; registering again",
-                self._runner.label,
-                extra={"runner": self._runner.label},
-            )
-            self._store.add_runner(self._runner.token, self._runner.host, self._runner.pid)
-        return self.sweep()
+        """The heartbeat job (see :meth:`tasklib.liveness.Liveness.heartbeat_round`)."""
+        return self._liveness.heartbeat_round(now_ms())
 
     def _authorize(self, record: Record, user: int) -> None:
         if record.submitted_by == user:
@@ -566,62 +520,8 @@ class TaskTracker:
             return
         raise PermissionDenied(str(record.id), user)
 
-    def _encode(self, result: Any) -> str | None:
-        return None if result is None else jsonvalue.encode(result)
-
     def _apply(self, task_id: str, event: Event, **data: Any) -> Task:
         self._check_open()
         if event in _STARTING and not self._opened:
             self.open()  # the task will belong to this process, whose heartbeat must run
-        return self._transition(task_id, event, **data)
-
-    def _read(self, task_id: str) -> Task:
-        now = now_ms()
-        return self._task(self._fetch(parse_id(task_id), task_id, now), now)
-
-    def _transition(self, task_id: str, event: Event, **data: Any) -> Task:
-        """Apply ``event``; the workers call this directly, also while the tracker closes.
-
-        A compare-and-set that missed (the task moved, or its insert was not yet
-        visible) is tried again while the status read back allows the event, so a
-        race never passes for success; InvalidTransition only when it does not.
-        """
-        key = parse_id(task_id)
-        for _ in range(_CAS_ATTEMPTS):
-            now = now_ms()
-            record = self._store.apply(key, event, now, runner=self._runner.token, **data)
-            if record is not None:
-                return self._task(record, now)
-            record = self._fetch(key, task_id, now)
-            status = _STATUS[record.status]
-            if event not in TRANSITIONS[status]:
-                error = TaskNotCancellable if event is Event.CANCEL else InvalidTransition
-                raise error(task_id, status, event)
-            if not writes(event, status):
-                return self._task(record, now)  # allowed and changes nothing: a repeated cancel
-        raise StoreError(f"task {task_id} kept changing; {event.value} could not be written")
-
-    def _task(self, record: Record, now: int) -> Task:
-        started, finished = record.started, record.finished
-        if started is None:
-            elapsed = 0
-        elif finished is not None:
-            elapsed = max(0, finished - started)  # a clock stepped back between the two
-        else:
-            elapsed = max(0, now - started)
-        task_id = str(record.id)
-        return Task(
-            id=task_id,
-            url=self._url_prefix + task_id,
-            status=_STATUS[record.status],
-            submitted_by=record.submitted_by,
-            progress=record.progress,
-            elapsed_runtime=elapsed,
-            submitted=record.submitted,
-            last_update=record.last_update,
-            description=record.description,
-            message=record.message,
-            result=None if record.result is None else jsonvalue.decode(record.result),
-            started=started,
-            finished=finished,
-        )
+        return self._ledger.transition(task_id, event, **data)

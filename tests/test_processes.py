@@ -155,7 +155,10 @@ def test_kill_9_while_writing_keeps_the_file_intact(db_path: pathlib.Path, after
         hear(line)
     time.sleep(after)
     child.send_signal(signal.SIGKILL)
-    out, _ = child.communicate(timeout=WAIT)
+    # Read to the end through the same buffered reader: communicate() would read the
+    # pipe beneath it and miss the lines readline() has already buffered.
+    out = child.stdout.read()
+    child.communicate(timeout=WAIT)
     for line in out.splitlines(keepends=True):
         hear(line)
     with sqlite3.connect(db_path) as raw:

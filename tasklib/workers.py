@@ -1,4 +1,4 @@
-"""Running the host's task functions: the worker pool, the task handle, progress coalescing.
+"""The worker pool: running the host's task functions, their handles, progress coalescing.
 
 A task function runs on one of the tracker's worker threads. It finds its
 :class:`TaskHandle` with :func:`current_task` (a context variable, so threads and
@@ -16,18 +16,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .checks import check_message, check_progress
 from .errors import InvalidTransition, StoreError, TaskCancelled, TaskError, TaskNotFound, TrackerClosed
-from .jsonvalue import storable_text
+from .jsonvalue import encode_result, storable_text
 from .status import Event, TaskStatus
 from .task import Task
 
-if TYPE_CHECKING:
-    from .tracker import TaskTracker
-
-__all__ = ["TaskHandle", "WorkerPool", "current_task"]
+__all__ = ["TaskHandle", "TaskLedger", "WorkerPool", "current_task"]
 
 logger = logging.getLogger("tasklib")
 
@@ -38,6 +35,33 @@ RETRY_FIRST, RETRY_LONGEST = 0.05, 2.0
 CLOSE_GRACE = 5.0
 
 _current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar("tasklib_current_task", default=None)
+
+
+class TaskLedger(Protocol):
+    """What the pool and its handles need of a tracker: its tasks' reads and writes.
+
+    Both work also while the tracker closes, which its public methods refuse.
+    """
+
+    def transition(
+        self,
+        task_id: str,
+        event: Event,
+        *,
+        progress: int | None = None,
+        message: str | None = None,
+        result: str | None = None,
+    ) -> Task:
+        """Apply ``event`` to the task (``result`` as JSON text) and return the task as it then is.
+
+        Raises InvalidTransition (TaskNotCancellable for a cancel) when its status
+        does not allow the event, TaskNotFound, StoreError.
+        """
+        ...
+
+    def read(self, task_id: str) -> Task:
+        """The task as it is now; TaskNotFound, StoreError."""
+        ...
 
 
 def current_task() -> TaskHandle:
@@ -104,13 +128,18 @@ class TaskHandle:
                 return
         self._pool.flush_later(self)
 
+    @property
+    def pending(self) -> bool:
+        """Whether a report is waiting to be written."""
+        return self._dirty
+
     def flush_if_due(self) -> None:
         """Write the last report if it is not written yet and its interval is over."""
         with self._lock:
             if self._dirty and time.monotonic() >= self._next_write:
                 self._write()
 
-    def _last_report(self) -> tuple[int | None, str | None]:
+    def last_report(self) -> tuple[int | None, str | None]:
         """The report not yet written, for the task's final write; no write follows it."""
         with self._lock:
             self._next_write = float("inf")
@@ -124,9 +153,7 @@ class TaskHandle:
         self._dirty = False
         self._next_write = time.monotonic() + self._interval
         try:
-            task = self._pool.tracker._transition(
-                self.id, Event.PROGRESS, progress=self._progress, message=self._message
-            )
+            task = self._pool.ledger.transition(self.id, Event.PROGRESS, progress=self._progress, message=self._message)
         except (InvalidTransition, TaskNotFound):
             # Finished or removed behind the task's back (marked DEAD, purged):
             # tell its code to stop, as a cancel request would.
@@ -152,7 +179,7 @@ class TaskHandle:
             return True
         if time.monotonic() >= self._next_poll:
             try:
-                self._see(self._pool.tracker._read(self.id))
+                self._see(self._pool.ledger.read(self.id))
             except TaskNotFound:
                 self._cancelled = True
             except StoreError:
@@ -164,7 +191,8 @@ class TaskHandle:
         if self._cancelled or self.cancel_requested:
             raise TaskCancelled(f"task {self.id} was cancelled")
 
-    def _request_cancel(self) -> None:
+    def request_cancel(self) -> None:
+        """Let the task see a cancel request at once, without asking the store."""
         self._cancelled = True
 
 
@@ -181,8 +209,8 @@ class _Outcome:
 class WorkerPool:
     """The tracker's worker threads, started by the first submit(fn), and its progress flusher."""
 
-    def __init__(self, tracker: TaskTracker, max_workers: int, interval: float) -> None:
-        self.tracker = tracker
+    def __init__(self, ledger: TaskLedger, max_workers: int, interval: float) -> None:
+        self.ledger = ledger
         self._interval = interval
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tasklib-worker")
         self._lock = threading.Lock()
@@ -217,7 +245,7 @@ class WorkerPool:
         """Let a task running here see a cancel request at once, not one poll later."""
         handle = self._running.get(task_id)
         if handle is not None:
-            handle._request_cancel()
+            handle.request_cancel()
 
     def flush_later(self, handle: TaskHandle) -> None:
         with self._lock:
@@ -245,7 +273,7 @@ class WorkerPool:
                 # The request is written first: a task that saw the flag before the
                 # store did would find nothing to acknowledge, and end FAILED.
                 self._cancel_quietly(handle.id)
-                handle._request_cancel()
+                handle.request_cancel()
         self._executor.shutdown(wait=True)
         self._stop.set()
         self._flusher.join()
@@ -287,7 +315,7 @@ class WorkerPool:
     def _cancel_quietly(self, task_id: str) -> None:
         # Already finished or gone: nothing left to cancel.
         with contextlib.suppress(TaskError):
-            self.tracker._transition(task_id, Event.CANCEL)
+            self.ledger.transition(task_id, Event.CANCEL)
 
     # -- running --------------------------------------------------------------
 
@@ -301,7 +329,7 @@ class WorkerPool:
                     handle.flush_if_due()
                 except Exception:
                     logger.exception("could not write the progress of task %s", handle.id, extra={"task_id": handle.id})
-                if handle._dirty:
+                if handle.pending:
                     self.flush_later(handle)
 
     def run_here(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -313,7 +341,7 @@ class WorkerPool:
             self._queued.pop(task_id, None)
         try:
             try:
-                started = self._persist(task_id, "start", lambda: self.tracker._transition(task_id, Event.START))
+                started = self._persist(task_id, "start", lambda: self.ledger.transition(task_id, Event.START))
             except (InvalidTransition, TaskNotFound):
                 return  # cancelled (or removed) before it started: it never runs
             if started is None:
@@ -325,7 +353,7 @@ class WorkerPool:
                 stop_now = self._cancel_all
             if stop_now:
                 self._cancel_quietly(task_id)
-                handle._request_cancel()
+                handle.request_cancel()
             try:
                 self._run(handle, fn, args, kwargs)
             finally:
@@ -363,7 +391,7 @@ class WorkerPool:
         finally:
             _current.reset(token)
         try:
-            encoded = self.tracker._encode(result)
+            encoded = encode_result(result)
         except (TypeError, ValueError) as exc:
             message = f"the task returned a {type(result).__name__}, which cannot be stored as JSON: {exc}"
             self._end(handle, Event.FAIL, message=storable_text(message))
@@ -380,11 +408,11 @@ class WorkerPool:
 
     def _end(self, handle: TaskHandle, event: Event, *, quiet: bool = True, **data: Any) -> None:
         """Record how the task ended, with its last progress report in the same write."""
-        progress, message = handle._last_report()
+        progress, message = handle.last_report()
         data.setdefault("message", message)
         data.setdefault("progress", progress)
         try:
-            task = self._persist(handle.id, "outcome", lambda: self.tracker._transition(handle.id, event, **data))
+            task = self._persist(handle.id, "outcome", lambda: self.ledger.transition(handle.id, event, **data))
         except (InvalidTransition, TaskNotFound) as exc:
             if not quiet and isinstance(exc, InvalidTransition):
                 raise

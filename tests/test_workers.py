@@ -21,11 +21,11 @@ S = TaskStatus
 
 
 @pytest.fixture
-def runner(make_tracker: Callable[..., TaskTracker]) -> TaskTracker:
+def pooled(make_tracker: Callable[..., TaskTracker]) -> TaskTracker:
     return make_tracker(max_workers=4, progress_interval=0.05)
 
 
-def test_progress_from_inside_appears_in_get(runner: TaskTracker) -> None:
+def test_progress_from_inside_appears_in_get(pooled: TaskTracker) -> None:
     """A report made inside the task shows in get(), even when the task then goes quiet."""
     release = threading.Event()
 
@@ -36,29 +36,29 @@ def test_progress_from_inside_appears_in_get(runner: TaskTracker) -> None:
         release.wait(WAIT)
         return "ok"
 
-    task = runner.submit(work, description="report")
-    eventually(lambda: runner.get(task.id).progress == 42)
-    seen = runner.get(task.id)
+    task = pooled.submit(work, description="report")
+    eventually(lambda: pooled.get(task.id).progress == 42)
+    seen = pooled.get(task.id)
     assert (seen.status, seen.message) == (S.RUNNING, "42 of 100")
     release.set()
-    done = runner.wait(task.id, timeout=WAIT)
+    done = pooled.wait(task.id, timeout=WAIT)
     assert (done.status, done.progress, done.result, done.description) == (S.COMPLETE, 100, "ok", "report")
 
 
-def test_handle_knows_its_task(runner: TaskTracker) -> None:
+def test_handle_knows_its_task(pooled: TaskTracker) -> None:
     """current_task().id is the id submit() returned."""
-    task = runner.submit(lambda: tasklib.current_task().id)
-    assert runner.wait(task.id, timeout=WAIT).result == task.id
+    task = pooled.submit(lambda: tasklib.current_task().id)
+    assert pooled.wait(task.id, timeout=WAIT).result == task.id
 
 
-def test_arguments_and_reserved_keywords(runner: TaskTracker) -> None:
+def test_arguments_and_reserved_keywords(pooled: TaskTracker) -> None:
     """Positional and keyword arguments reach fn; description and submitted_by do not."""
 
     def work(*args: Any, **kwargs: Any) -> dict[str, Any]:
         return {"args": list(args), "kwargs": kwargs}
 
-    task = runner.submit(work, 1, "two", description="d", submitted_by=7, three=3)
-    assert runner.wait(task.id, timeout=WAIT).result == {"args": [1, "two"], "kwargs": {"three": 3}}
+    task = pooled.submit(work, 1, "two", description="d", submitted_by=7, three=3)
+    assert pooled.wait(task.id, timeout=WAIT).result == {"args": [1, "two"], "kwargs": {"three": 3}}
     assert (task.description, task.submitted_by) == ("d", 7)
 
 
@@ -80,40 +80,40 @@ def cancellable_loop(seen: dict[str, float]) -> Callable[[], None]:
 def test_cancel_of_a_running_task_ends_cancelled_within_an_interval(make_tracker: Callable[..., TaskTracker]) -> None:
     """A cancel made through another tracker on the store is seen within one progress interval."""
     interval = 0.2
-    runner = make_tracker(progress_interval=interval)
-    other = make_tracker()  # knows nothing of runner's threads: only the store carries the request
+    pooled = make_tracker(progress_interval=interval)
+    other = make_tracker()  # knows nothing of pooled's threads: only the store carries the request
     seen: dict[str, float] = {}
-    task = runner.submit(cancellable_loop(seen))
-    eventually(lambda: runner.get(task.id).progress > 0)
+    task = pooled.submit(cancellable_loop(seen))
+    eventually(lambda: pooled.get(task.id).progress > 0)
     asked = time.monotonic()
     assert other.cancel(task.id).status is S.CANCEL_REQUESTED
-    done = runner.wait(task.id, timeout=WAIT)
+    done = pooled.wait(task.id, timeout=WAIT)
     assert done.status is S.CANCELLED
     # One interval, plus slack for a loaded 2-core machine.
     assert seen["at"] - asked <= interval + 0.3
 
 
-def test_cancel_through_the_same_tracker_is_seen_at_once(runner: TaskTracker) -> None:
+def test_cancel_through_the_same_tracker_is_seen_at_once(pooled: TaskTracker) -> None:
     """The running tracker's own cancel() flags the task without waiting for a poll."""
     seen: dict[str, float] = {}
-    task = runner.submit(cancellable_loop(seen))
-    eventually(lambda: runner.get(task.id).status is S.RUNNING)
-    runner.cancel(task.id)
-    assert runner.wait(task.id, timeout=WAIT).status is S.CANCELLED
+    task = pooled.submit(cancellable_loop(seen))
+    eventually(lambda: pooled.get(task.id).status is S.RUNNING)
+    pooled.cancel(task.id)
+    assert pooled.wait(task.id, timeout=WAIT).status is S.CANCELLED
 
 
 def test_cancel_of_a_queued_task_means_it_never_runs(make_tracker: Callable[..., TaskTracker]) -> None:
     """A task cancelled while queued ends CANCELLED and its function is never called."""
-    runner = make_tracker(max_workers=1)
+    pooled = make_tracker(max_workers=1)
     release = threading.Event()
     calls: list[str] = []
-    blocker = runner.submit(lambda: release.wait(WAIT))
-    queued = runner.submit(lambda: calls.append("ran"))
-    assert runner.cancel(queued.id).status is S.CANCELLED
+    blocker = pooled.submit(lambda: release.wait(WAIT))
+    queued = pooled.submit(lambda: calls.append("ran"))
+    assert pooled.cancel(queued.id).status is S.CANCELLED
     release.set()
-    assert runner.wait(blocker.id, timeout=WAIT).status is S.COMPLETE
-    assert runner.wait(queued.id, timeout=WAIT).status is S.CANCELLED
-    runner.close()
+    assert pooled.wait(blocker.id, timeout=WAIT).status is S.COMPLETE
+    assert pooled.wait(queued.id, timeout=WAIT).status is S.CANCELLED
+    pooled.close()
     assert calls == []
 
 
@@ -155,9 +155,9 @@ def raise_(exc: BaseException) -> Callable[[], None]:
         "nan",
     ],
 )
-def test_outcomes(runner: TaskTracker, fn: Callable[[], Any], status: TaskStatus, message: str | None) -> None:
+def test_outcomes(pooled: TaskTracker, fn: Callable[[], Any], status: TaskStatus, message: str | None) -> None:
     """Each way a function can end gives its status and message, and the worker lives on."""
-    task = runner.wait(runner.submit(fn).id, timeout=WAIT)
+    task = pooled.wait(pooled.submit(fn).id, timeout=WAIT)
     assert task.status is status
     if message is None:
         assert task.message is None
@@ -165,24 +165,24 @@ def test_outcomes(runner: TaskTracker, fn: Callable[[], Any], status: TaskStatus
         assert message in task.message
     if status is S.COMPLETE:
         assert task.progress == 100
-    after = runner.wait(runner.submit(lambda: "still alive").id, timeout=WAIT)
+    after = pooled.wait(pooled.submit(lambda: "still alive").id, timeout=WAIT)
     assert after.result == "still alive"
 
 
-def test_failure_traceback_goes_to_logging_not_json(runner: TaskTracker, caplog: pytest.LogCaptureFixture) -> None:
+def test_failure_traceback_goes_to_logging_not_json(pooled: TaskTracker, caplog: pytest.LogCaptureFixture) -> None:
     """The traceback of a failed task is logged; the task's JSON holds only "Type: text"."""
 
     def work() -> None:
         raise ValueError("disk full")
 
     with caplog.at_level(logging.ERROR, logger="tasklib"):
-        task = runner.wait(runner.submit(work).id, timeout=WAIT)
+        task = pooled.wait(pooled.submit(work).id, timeout=WAIT)
     assert task.message == "ValueError: disk full"
     assert "Traceback" not in task.to_json()
     assert any(r.exc_info and r.exc_info[0] is ValueError for r in caplog.records)
 
 
-def test_cancelled_task_ends_cancelled_with_its_last_progress(runner: TaskTracker) -> None:
+def test_cancelled_task_ends_cancelled_with_its_last_progress(pooled: TaskTracker) -> None:
     """TaskCancelled after a request ends CANCELLED, keeping the last progress reported."""
     started = threading.Event()
 
@@ -194,15 +194,15 @@ def test_cancelled_task_ends_cancelled_with_its_last_progress(runner: TaskTracke
             handle.raise_if_cancelled()
             time.sleep(0.002)
 
-    task = runner.submit(work)
+    task = pooled.submit(work)
     assert started.wait(WAIT)
-    runner.cancel(task.id)
-    done = runner.wait(task.id, timeout=WAIT)
+    pooled.cancel(task.id)
+    done = pooled.wait(task.id, timeout=WAIT)
     assert (done.status, done.progress, done.message) == (S.CANCELLED, 30, "30%")
     assert done.finished is not None
 
 
-def test_200_tasks_on_4_workers(runner: TaskTracker) -> None:
+def test_200_tasks_on_4_workers(pooled: TaskTracker) -> None:
     """200 tasks of mixed outcomes on 4 workers each reach the right terminal state."""
 
     def work(i: int) -> int:
@@ -213,8 +213,8 @@ def test_200_tasks_on_4_workers(runner: TaskTracker) -> None:
             raise ValueError(f"task {i}")
         return i * i
 
-    tasks = [runner.submit(work, i) for i in range(200)]
-    finals = [runner.wait(t.id, timeout=WAIT) for t in tasks]
+    tasks = [pooled.submit(work, i) for i in range(200)]
+    finals = [pooled.wait(t.id, timeout=WAIT) for t in tasks]
     for i, task in enumerate(finals):
         if i % 5 == 0:
             assert (task.status, task.message) == (S.FAILED, f"ValueError: task {i}")
@@ -224,7 +224,7 @@ def test_200_tasks_on_4_workers(runner: TaskTracker) -> None:
 
 def test_close_without_wait_leaves_nothing_enqueued_or_running(make_tracker: Callable[..., TaskTracker]) -> None:
     """close(wait=False) cancels queued tasks unrun and stops running ones; none stays ENQUEUED/RUNNING."""
-    runner = make_tracker(max_workers=2, progress_interval=0.05)
+    pooled = make_tracker(max_workers=2, progress_interval=0.05)
     ran: list[int] = []
     started = threading.Barrier(3)
 
@@ -237,9 +237,9 @@ def test_close_without_wait_leaves_nothing_enqueued_or_running(make_tracker: Cal
             handle.raise_if_cancelled()
             time.sleep(0.002)
 
-    tasks = [runner.submit(work, i) for i in range(20)]
+    tasks = [pooled.submit(work, i) for i in range(20)]
     started.wait(WAIT)
-    runner.close(wait=False)
+    pooled.close(wait=False)
     reader = make_tracker()
     finals = {t.id: reader.get(t.id).status for t in tasks}
     assert set(finals.values()) == {S.CANCELLED}
@@ -248,23 +248,23 @@ def test_close_without_wait_leaves_nothing_enqueued_or_running(make_tracker: Cal
 
 def test_close_with_wait_runs_everything_submitted(make_tracker: Callable[..., TaskTracker]) -> None:
     """close() (wait=True) lets running and queued functions finish."""
-    runner = make_tracker(max_workers=2)
-    tasks = [runner.submit(lambda i=i: time.sleep(0.01) or i) for i in range(10)]
-    runner.close()
+    pooled = make_tracker(max_workers=2)
+    tasks = [pooled.submit(lambda i=i: time.sleep(0.01) or i) for i in range(10)]
+    pooled.close()
     reader = make_tracker()
     assert [reader.get(t.id).result for t in tasks] == list(range(10))
     assert {reader.get(t.id).status for t in tasks} == {S.COMPLETE}
 
 
-def test_closed_tracker_refuses_new_work(runner: TaskTracker) -> None:
+def test_closed_tracker_refuses_new_work(pooled: TaskTracker) -> None:
     """submit(fn) after close() raises TrackerClosed and records nothing."""
-    runner.close()
+    pooled.close()
     with pytest.raises(TrackerClosed):
-        runner.submit(lambda: None)
-    assert rows(runner) == []
+        pooled.submit(lambda: None)
+    assert rows(pooled) == []
 
 
-def test_coroutine_function_runs_with_the_same_handle(runner: TaskTracker) -> None:
+def test_coroutine_function_runs_with_the_same_handle(pooled: TaskTracker) -> None:
     """An async def task runs on an event loop, reports progress, and its result completes it."""
 
     async def work(n: int) -> dict[str, Any]:
@@ -276,11 +276,11 @@ def test_coroutine_function_runs_with_the_same_handle(runner: TaskTracker) -> No
         other = await asyncio.to_thread(lambda: tasklib.current_task().id)
         return {"n": n, "same": other == handle.id}
 
-    task = runner.wait(runner.submit(work, 20).id, timeout=WAIT)
+    task = pooled.wait(pooled.submit(work, 20).id, timeout=WAIT)
     assert (task.status, task.result) == (S.COMPLETE, {"n": 20, "same": True})
 
 
-def test_coroutine_cancellation_and_failure(runner: TaskTracker) -> None:
+def test_coroutine_cancellation_and_failure(pooled: TaskTracker) -> None:
     """An async task stops CANCELLED on request, and FAILED on an exception."""
 
     async def loop() -> None:
@@ -292,14 +292,14 @@ def test_coroutine_cancellation_and_failure(runner: TaskTracker) -> None:
         await asyncio.sleep(0)
         raise KeyError("x")
 
-    task = runner.submit(loop)
-    eventually(lambda: runner.get(task.id).status is S.RUNNING)
-    runner.cancel(task.id)
-    assert runner.wait(task.id, timeout=WAIT).status is S.CANCELLED
-    assert runner.wait(runner.submit(broken).id, timeout=WAIT).message == "KeyError: 'x'"
+    task = pooled.submit(loop)
+    eventually(lambda: pooled.get(task.id).status is S.RUNNING)
+    pooled.cancel(task.id)
+    assert pooled.wait(task.id, timeout=WAIT).status is S.CANCELLED
+    assert pooled.wait(pooled.submit(broken).id, timeout=WAIT).message == "KeyError: 'x'"
 
 
-def test_handle_in_a_thread_with_copied_context(runner: TaskTracker) -> None:
+def test_handle_in_a_thread_with_copied_context(pooled: TaskTracker) -> None:
     """current_task() works in a thread the task starts with a copy of its context."""
 
     def work() -> bool:
@@ -310,7 +310,7 @@ def test_handle_in_a_thread_with_copied_context(runner: TaskTracker) -> None:
         t.join()
         return out == [tasklib.current_task().id]
 
-    assert runner.wait(runner.submit(work).id, timeout=WAIT).result is True
+    assert pooled.wait(pooled.submit(work).id, timeout=WAIT).result is True
 
 
 def test_current_task_outside_a_task_is_a_runtime_error() -> None:
@@ -319,7 +319,7 @@ def test_current_task_outside_a_task_is_a_runtime_error() -> None:
         tasklib.current_task()
 
 
-def test_bad_progress_inside_a_task_raises_there(runner: TaskTracker) -> None:
+def test_bad_progress_inside_a_task_raises_there(pooled: TaskTracker) -> None:
     """The handle refuses bad progress with TypeError/ValueError, in the task's own code."""
 
     def work() -> list[str]:
@@ -336,15 +336,15 @@ def test_bad_progress_inside_a_task_raises_there(runner: TaskTracker) -> None:
             errors.append("message")
         return errors
 
-    result = runner.wait(runner.submit(work).id, timeout=WAIT).result
+    result = pooled.wait(pooled.submit(work).id, timeout=WAIT).result
     assert result == ["ValueError", "ValueError", "TypeError", "TypeError", "TypeError", "TypeError", "message"]
 
 
 def test_hot_loop_writes_at_most_once_per_interval(make_tracker: Callable[..., TaskTracker]) -> None:
     """A million progress calls write a handful of times, and the final state is exact."""
-    runner = make_tracker(progress_interval=0.1)
+    pooled = make_tracker(progress_interval=0.1)
     writes: list[str] = []
-    runner._store.db.query_hooks.append(
+    pooled._store.db.query_hooks.append(
         lambda event: writes.append(event.sql) if event.sql.startswith("UPDATE") else None
     )
 
@@ -355,7 +355,7 @@ def test_hot_loop_writes_at_most_once_per_interval(make_tracker: Callable[..., T
             handle.update_progress(i * 100 // n, message=None if i % 1000 else f"{i // 1000} thousand")
         return time.monotonic() - began
 
-    task = runner.wait(runner.submit(work, 1_000_000).id, timeout=120)
+    task = pooled.wait(pooled.submit(work, 1_000_000).id, timeout=120)
     assert task.status is S.COMPLETE and task.progress == 100 and task.message == "999 thousand"
     progress_writes = len(writes) - 2  # the start and the completion
     # The first change is written at once, then at most one write per interval;
