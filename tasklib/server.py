@@ -207,7 +207,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.rfile.read(size)  # read before answering, so that the connection stays in step
         else:
             self.close_connection = True  # unread: the connection is out of step
-        if not self.server.host_allowed(self.headers.get("Host")):
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1 or not self.server.host_allowed(self.headers.get("Host")):
             refuse(400, "The Host header does not name this server.")
             return
         if self.server.token is not None:
@@ -293,6 +294,8 @@ def make_server(
     names = {host.strip("[]").lower()}
     if is_loopback(host):
         names.add("localhost")
+    if host.lower() == "localhost":  # the name stands for the loopback addresses
+        names.update({"127.0.0.1", "::1"})
     if tracker.base_url:
         base_host = urlsplit(tracker.base_url).hostname
         if base_host:

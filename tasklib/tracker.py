@@ -61,8 +61,9 @@ class TaskTracker:
         ``self`` is the relative path ``/rest/api/3/task/{id}``.
     :param retention: how long finished tasks are kept before :meth:`purge`
         deletes them (14 days, as Jira).
-    :param is_admin: ``is_admin(user_id) -> bool``; true for the users who may
-        read and cancel any task, not only their own.
+    :param is_admin: ``is_admin(user_id) -> bool``; ``True`` for the users who may
+        read and cancel any task, not only their own. Only ``True`` itself grants:
+        a truthy ``"no"`` or ``1`` is taken as no.
     :param max_workers: the number of threads that run functions given to
         :meth:`submit`.
     :param progress_interval: seconds; progress a running function reports is

@@ -198,6 +198,22 @@ def test_only_the_servers_own_host_names_are_answered(
         assert json.loads(body) == {"errorMessages": ["The Host header does not name this server."], "errors": {}}
 
 
+def test_two_host_headers_are_400(tracker: TaskTracker, task_id: str) -> None:
+    """Two Host fields (one the server's, one not) leave it unclear whom the request is for: 400."""
+    with running(tracker) as server:
+        data = f"GET {TASK}{task_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n"
+        assert status_of(exchange(server.server_port, data.encode())) == 400
+
+
+def test_bound_to_localhost_its_addresses_are_its_names(tracker: TaskTracker, task_id: str) -> None:
+    """Bound to "localhost", a Host of 127.0.0.1 is the server's own; evil.example is not."""
+    with running(tracker, host="localhost") as server:
+        port = server.server_port
+        assert get(port, TASK + task_id, {"Host": f"127.0.0.1:{port}"})[0] == 200
+        assert get(port, TASK + task_id, {"Host": f"localhost:{port}"})[0] == 200
+        assert get(port, TASK + task_id, {"Host": "evil.example"})[0] == 400
+
+
 def test_an_http_1_0_request_without_host_is_answered(tracker: TaskTracker, task_id: str) -> None:
     """HTTP/1.0 has no Host header; no browser sends such a request, so it is served."""
     with running(tracker) as server:
