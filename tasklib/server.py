@@ -48,9 +48,20 @@ DEFAULT_TIMEOUT = 10.0
 _MAX_LINE = 65536  # the longest request line or header line read
 _MAX_DRAIN = 64 * 1024 * 1024  # bytes of an unread body dropped before a close, so the answer is read
 _CONTENT_TYPE = "application/json;charset=UTF-8"
-# What a request line may start with: a method is an upper-case token. TLS starts
-# with 0x16, HTTP/2's preface with "PRI", which fails the version check.
-_METHOD_START = frozenset(range(ord("A"), ord("Z") + 1))
+# What a request line may start with: a method is a token, in practice letters. TLS
+# starts with 0x16, HTTP/2's preface with "PRI", which fails the version check.
+_METHOD_START = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# Fields that decide where a request goes, who sends it and where its body ends: two
+# of one of them could be read one way here and another way by the resource or a proxy.
+_SINGLE_FIELDS = (
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "authorization",
+    "origin",
+    "referer",
+    "x-atlassian-token",
+)
 _TOKEN = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 9110's token: what a method is
 _JIRA_CODES = frozenset({200, 202, 400, 401, 403, 404, 405, 413})
 _UNAUTHENTICATED = "You are not authenticated. Authentication required to perform this operation."
@@ -187,7 +198,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass  # no access log: what a client sends is not written to the terminal
 
     def _answer(self) -> None:
-        headers = {name.lower(): value for name, value in self.headers.items()}
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            headers.setdefault(name.lower(), value)  # the first, as self.headers.get() gives it
         path = self.path.split("?", 1)[0].split("#", 1)[0]
         # http.server read the request line as Latin-1: give the resource its bytes, percent-encoded.
         wire = quote(path.encode("latin-1", "replace"), safe="/%!$&'()*+,;=:@~-._")
@@ -196,6 +209,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         def refuse(code: int, message: str, *extra: tuple[str, str]) -> None:
             self._send(resource.refusal(self.command, wire, code, message, *extra))
 
+        names = [name.lower() for name in self.headers]
+        if any(names.count(name) > 1 for name in _SINGLE_FIELDS):
+            self.close_connection = True
+            refuse(400, "A header field that must appear once appears more than once.")
+            return
         if "transfer-encoding" in headers:
             # A chunked body is not read here: a request must say its length.
             self.close_connection = True
@@ -207,8 +225,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.rfile.read(size)  # read before answering, so that the connection stays in step
         else:
             self.close_connection = True  # unread: the connection is out of step
-        hosts = self.headers.get_all("Host") or []
-        if len(hosts) > 1 or not self.server.host_allowed(self.headers.get("Host")):
+        if not self.server.host_allowed(self.headers.get("Host")):
             refuse(400, "The Host header does not name this server.")
             return
         if self.server.token is not None:

@@ -198,11 +198,22 @@ def test_only_the_servers_own_host_names_are_answered(
         assert json.loads(body) == {"errorMessages": ["The Host header does not name this server."], "errors": {}}
 
 
-def test_two_host_headers_are_400(tracker: TaskTracker, task_id: str) -> None:
-    """Two Host fields (one the server's, one not) leave it unclear whom the request is for: 400."""
-    with running(tracker) as server:
-        data = f"GET {TASK}{task_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n"
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "Host: 127.0.0.1\r\nHost: evil.example",
+        "Content-Length: 0\r\nContent-Length: 5",
+        f"Authorization: Bearer {TOKEN}\r\nAuthorization: Bearer x",
+        "Origin: http://127.0.0.1\r\nOrigin: http://evil.example",
+    ],
+)
+def test_a_field_that_decides_twice_is_400(tracker: TaskTracker, task_id: str, fields: str) -> None:
+    """Two Host, Content-Length, Authorization or Origin fields could be read two ways: 400, nothing changes."""
+    before = rows(tracker)
+    with running(tracker, token=TOKEN) as server:
+        data = f"POST {TASK}{task_id}/cancel HTTP/1.1\r\n{fields}\r\n\r\n"
         assert status_of(exchange(server.server_port, data.encode())) == 400
+    assert rows(tracker) == before
 
 
 def test_bound_to_localhost_its_addresses_are_its_names(tracker: TaskTracker, task_id: str) -> None:
