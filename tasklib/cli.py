@@ -264,6 +264,15 @@ def _demo(args: argparse.Namespace) -> int:
     return _finish(final)
 
 
+def _without_password(database: str) -> str:
+    """A database URL fit for a terminal or a log: its password replaced by ***."""
+    scheme, sep, rest = database.partition("://")
+    userinfo, at, place = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return database
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{place}"
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .server import make_server
     from .web import TRUST_ALL
@@ -293,7 +302,8 @@ def _serve(args: argparse.Namespace) -> int:
             where = f"[{args.host}]" if ":" in args.host else args.host
             url = f"http://{where}:{server.server_port}/rest/api/3/task/<id>"
             guard = "a bearer token" if token else "no authentication"
-            print(f"serving the tasks of {args.db} at {url} with {guard} (Ctrl-C stops)", file=sys.stderr, flush=True)
+            store = _without_password(args.db)
+            print(f"serving the tasks of {store} at {url} with {guard} (Ctrl-C stops)", file=sys.stderr, flush=True)
             try:
                 server.serve_forever()
             except KeyboardInterrupt:

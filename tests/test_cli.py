@@ -722,3 +722,18 @@ def test_serve_with_a_token_from_the_environment(store: TaskTracker, where: Wher
             proc.terminate()
         status, _ = server.finish()
     assert status == 0
+
+
+@posix_only
+def test_serve_does_not_print_the_database_password(store: TaskTracker, where: Where, is_sqlite: bool) -> None:
+    """serve names its store on stderr with the URL's password masked."""
+    if is_sqlite:
+        pytest.skip("a SQLite path has no password")
+    scheme, _, rest = where.db.partition("://")
+    user, _, place = rest.partition("@")
+    with_password = f"{scheme}://{user.split(':')[0]}:hunter2@{place}"  # a trusting server ignores it
+    with spawn(Where(where.cwd, with_password), "serve", "--port", str(free_port())) as server:
+        server.wait_for("serving the tasks of")
+        server.proc.terminate()
+        server.finish()
+    assert "hunter2" not in server.stderr and ":***@" in server.stderr
