@@ -21,10 +21,10 @@ from .clock import now_ms
 from .errors import TaskError, TaskNotCancellable
 from .status import TaskStatus
 from .task import Task
-from .tracker import TaskTracker
+from .tracker import DEFAULT_RETENTION, TaskTracker
 from .workers import current_task
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 DEFAULT_DATABASE = "tasks.db"
 POLL_SECONDS = 0.15
@@ -395,14 +395,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="SQLite file or database URL (default: $TASKLIB_DATABASE, else %(default)s)",
     )
-    parser.set_defaults(retention_days=14)  # for the commands without --retention-days
+    parser.set_defaults(retention_days=DEFAULT_RETENTION.days)  # for the commands without --retention-days
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     retention = _Parser(add_help=False)
     retention.add_argument(
         "--retention-days",
         type=_int_from(1, 100_000),
-        default=14,
+        default=DEFAULT_RETENTION.days,
         metavar="N",
         help="finished tasks are kept N days (default: %(default)s)",
     )
@@ -519,6 +519,15 @@ def _silence_stdout() -> None:
     # Python flushes stdout once more at exit, which would complain again.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``tasklib`` command line's argument parser, as :func:`main` parses ``argv`` with it.
+
+    For tools that check command lines against the program (the documentation
+    tests do); nothing runs until :func:`main`.
+    """
+    return _parser()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from .checks import parse_id
 from .clock import now_ms
 from .errors import InvalidTransition, StoreError, TaskNotCancellable, TaskNotFound
 from .liveness import Liveness
-from .status import TRANSITIONS, Event, TaskStatus, writes
+from .status import STATUS_BY_VALUE, TRANSITIONS, Event, TaskStatus, writes
 from .storage import Record, Store
 from .task import Task
 
@@ -21,8 +21,6 @@ __all__ = ["Ledger"]
 #: How often a compare-and-set write that lost a race is tried again. Statuses only
 #: move forward, so a handful of misses means the store keeps refusing, not a race.
 CAS_ATTEMPTS = 8
-
-_STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
 
 
 class Ledger:
@@ -98,7 +96,7 @@ class Ledger:
             if record is not None:
                 return self.task(record, now)
             record = self.fetch(key, task_id, now)
-            status = _STATUS[record.status]
+            status = STATUS_BY_VALUE[record.status]
             if event not in TRANSITIONS[status]:
                 error = TaskNotCancellable if event is Event.CANCEL else InvalidTransition
                 raise error(task_id, status, event)

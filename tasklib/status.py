@@ -1,9 +1,10 @@
-"""The task status machine: the seven Jira statuses and the one table of legal moves.
+"""The task status machine: the seven Jira statuses, the table of legal moves, what each move writes.
 
 Every change to a task is an :class:`Event`. ``TRANSITIONS[status][event]`` is the
 status the event leads to; an event missing from a status's row is illegal there.
-The storage layer turns each event's column of this table into one compare-and-set
-``UPDATE``, so this table is the only place the rules live.
+``EFFECTS[event]`` is what the event writes besides the status. The storage
+layer compiles each event's column of the table and its effects into one
+compare-and-set ``UPDATE``, so this module is the only place the rules live.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import enum
 from collections.abc import Mapping
 from types import MappingProxyType
 
-__all__ = ["TRANSITIONS", "UNFINISHED", "Event", "TaskStatus"]
+__all__ = ["EFFECTS", "STATUS_BY_VALUE", "TRANSITIONS", "UNFINISHED", "Effect", "Event", "TaskStatus"]
 
 
 class TaskStatus(str, enum.Enum):
@@ -92,9 +93,47 @@ TRANSITIONS: Mapping[TaskStatus, Mapping[Event, TaskStatus]] = MappingProxyType(
     }
 )
 
+#: Each status by its stored value: faster than ``TaskStatus(value)`` where rows become tasks.
+STATUS_BY_VALUE: Mapping[str, TaskStatus] = {status.value: status for status in TaskStatus}
+
 #: The stored values of the statuses a task can still leave: what liveness may
 #: make DEAD and a purge never deletes.
 UNFINISHED: frozenset[str] = frozenset(status.value for status in TaskStatus if not status.is_terminal)
+
+
+class Effect(enum.Enum):
+    """How an event writes one column, in :data:`EFFECTS`."""
+
+    #: The value the event carries; None keeps the stored one.
+    CARRIED = "carried"
+    #: The value the event carries, only when none is stored yet: a task's first
+    #: start time (the event's ``now``) and its runner are never replaced.
+    FIRST = "first"
+
+
+#: What each event writes besides the status, column by column: an :class:`Effect`,
+#: or a constant. Columns an event does not name keep what is stored. Every write
+#: also sets ``last_update`` to its ``now``, and one that moves a task to a terminal
+#: status sets ``finished`` to it.
+EFFECTS: Mapping[Event, Mapping[str, Effect | int]] = MappingProxyType(
+    {
+        # Starting: the first start time, and the process that starts a task owns
+        # it (if that process goes, the task is DEAD).
+        _E.START: MappingProxyType(
+            {"started": Effect.FIRST, "runner": Effect.FIRST, "progress": Effect.CARRIED, "message": Effect.CARRIED}
+        ),
+        _E.PROGRESS: MappingProxyType(
+            {"started": Effect.FIRST, "runner": Effect.FIRST, "progress": Effect.CARRIED, "message": Effect.CARRIED}
+        ),
+        # A cancel request writes nothing but the status: it comes from outside the task.
+        _E.CANCEL: MappingProxyType({}),
+        # A task's last report rides on its final write instead of costing one more.
+        _E.ACKNOWLEDGE_CANCEL: MappingProxyType({"progress": Effect.CARRIED, "message": Effect.CARRIED}),
+        _E.COMPLETE: MappingProxyType({"progress": 100, "message": Effect.CARRIED, "result": Effect.CARRIED}),
+        _E.FAIL: MappingProxyType({"progress": Effect.CARRIED, "message": Effect.CARRIED, "result": Effect.CARRIED}),
+        _E.DIE: MappingProxyType({"progress": Effect.CARRIED, "message": Effect.CARRIED}),
+    }
+)
 
 
 def moves(event: Event) -> dict[TaskStatus, TaskStatus]:

@@ -31,7 +31,7 @@ from playhouse.pool import MaxConnectionsExceeded, PooledDatabase
 
 from .clock import now_ms
 from .errors import StoreError
-from .status import UNFINISHED, Event, TaskStatus, moves, writes
+from .status import EFFECTS, UNFINISHED, Effect, Event, TaskStatus, moves, writes
 
 __all__ = ["SCHEMA_VERSION", "Heartbeat", "Record", "Store", "StoreTarget"]
 
@@ -561,23 +561,28 @@ class Store:
                         return rows, cursor.rowcount
                     finally:
                         cursor.close()
-            except peewee.OperationalError as exc:
-                last: BaseException = exc
-                if attempt + 1 < WRITE_ATTEMPTS and (
-                    (self._is_sqlite and _is_busy(exc))
-                    or (not self._is_sqlite and retry_broken and _is_disconnect(exc) and attempt < 2)
-                ):
-                    time.sleep(0.05 * 2**attempt)
-                    continue
-            except peewee.InterfaceError as exc:
-                last = exc
-                if retry_broken and attempt < 2:
-                    continue
             except _DATABASE_ERRORS as exc:
-                last = exc
-            verb = "written" if write else "read"
-            raise StoreError(f"the store {self.name} could not be {verb}: {_one_line(last)}") from last
+                self._retry_or_raise(exc, attempt, write=write, retry_broken=retry_broken)
         raise AssertionError("unreachable")
+
+    def _retry_or_raise(self, exc: BaseException, attempt: int, *, write: bool, retry_broken: bool) -> None:
+        """After a failed ``attempt``: return (having waited) to try again, or raise StoreError.
+
+        The one retry rule of every statement and transaction: SQLite's busy or
+        locked a few times with backoff; a broken server connection twice, when
+        ``retry_broken``; every other driver error at once.
+        """
+        last_attempt = attempt + 1 >= WRITE_ATTEMPTS
+        if isinstance(exc, peewee.OperationalError) and not last_attempt:
+            if (self._is_sqlite and _is_busy(exc)) or (
+                not self._is_sqlite and retry_broken and _is_disconnect(exc) and attempt < 2
+            ):
+                time.sleep(0.05 * 2**attempt)
+                return
+        elif isinstance(exc, peewee.InterfaceError) and retry_broken and attempt < 2:
+            return
+        verb = "written" if write else "read"
+        raise StoreError(f"the store {self.name} could not be {verb}: {_one_line(exc)}") from exc
 
     def _exec(
         self, stmt: _Statement, values: dict[str, Any], *, write: bool, **options: Any
@@ -594,16 +599,11 @@ class Store:
                         cursor = self.db.execute_sql(stmt.sql, stmt.bind(values))
                         counts.append(cursor.rowcount)
                     return counts
-            except peewee.OperationalError as exc:
-                last: BaseException = exc
-                if attempt + 1 < WRITE_ATTEMPTS and (
-                    (self._is_sqlite and _is_busy(exc)) or (not self._is_sqlite and _is_disconnect(exc) and attempt < 2)
-                ):
-                    time.sleep(0.05 * 2**attempt)
-                    continue
+            except peewee.InterfaceError as exc:
+                # Not retried: a transaction's outcome is unknown once its connection is unusable.
+                self._retry_or_raise(exc, attempt, write=True, retry_broken=False)
             except _DATABASE_ERRORS as exc:
-                last = exc
-            raise StoreError(f"the store {self.name} could not be written: {_one_line(last)}") from last
+                self._retry_or_raise(exc, attempt, write=True, retry_broken=True)
         raise AssertionError("unreachable")
 
     # -- schema -----------------------------------------------------------
@@ -778,25 +778,21 @@ class Store:
         else:
             status = Case(T.status, [(src.value, dst.value) for src, dst in move.items()])
         updates: dict[Any, Any] = {T.status: status, T.last_update: now}
-        if TaskStatus.RUNNING in targets:
-            updates[T.started] = fn.COALESCE(T.started, now)
-            # The process that starts a task owns it: if that process goes, the task is DEAD.
-            updates[T.runner] = fn.COALESCE(T.runner, _p("runner"))
         finishing = [src.value for src, dst in move.items() if dst.is_terminal]
         if len(finishing) == len(move):
             updates[T.finished] = now
         elif finishing:
             updates[T.finished] = Case(None, [(T.status.in_(finishing), now)], T.finished)
-        # Only the fields an event carries; a None message or progress keeps the one stored.
-        if event is Event.COMPLETE:
-            updates[T.progress] = 100
-        elif event is not Event.CANCEL:
-            # A task's last report rides on its final write instead of costing one more.
-            updates[T.progress] = fn.COALESCE(_p("progress"), T.progress)
-        if event in (Event.COMPLETE, Event.FAIL):
-            updates[T.result] = fn.COALESCE(_p("result"), T.result)
-        if event is not Event.CANCEL:
-            updates[T.message] = fn.COALESCE(_p("message"), T.message)
+        # The rest is the event's effects, as status.EFFECTS lists them.
+        first = {"started": now, "runner": _p("runner")}
+        for name, effect in EFFECTS[event].items():
+            column = getattr(T, name)
+            if effect is Effect.CARRIED:
+                updates[column] = fn.COALESCE(_p(name), column)
+            elif effect is Effect.FIRST:
+                updates[column] = fn.COALESCE(column, first[name])
+            else:
+                updates[column] = effect
         update: peewee.ModelUpdate = T.update(updates).where(*where, T.status.in_([src.value for src in move]))
         return update
 

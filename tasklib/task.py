@@ -6,17 +6,17 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .jsonvalue import decode, dumps
-from .status import TaskStatus
+from .status import STATUS_BY_VALUE, TaskStatus
 
 if TYPE_CHECKING:
     from .storage import Record
 
-__all__ = ["DEFAULT_BASE_PATH", "Task"]
+__all__ = ["API_PREFIX", "DEFAULT_BASE_PATH", "Task"]
 
+#: Where Jira serves its REST API v3; a task's path is ``{API_PREFIX}/task/{id}``.
+API_PREFIX = "/rest/api/3"
 #: The ``self`` prefix of a task when its tracker has no ``base_url``: Jira's own path, relative.
-DEFAULT_BASE_PATH = "/rest/api/3/task/"
-
-_STATUS = {status.value: status for status in TaskStatus}  # faster than TaskStatus(value)
+DEFAULT_BASE_PATH = f"{API_PREFIX}/task/"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class Task:
         return cls(
             id=task_id,
             url=url_prefix + task_id,
-            status=_STATUS[record.status],
+            status=STATUS_BY_VALUE[record.status],
             submitted_by=record.submitted_by,
             progress=record.progress,
             elapsed_runtime=elapsed,

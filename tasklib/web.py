@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote, unquote, urlsplit
 
+from .checks import is_int
 from .errors import PermissionDenied, TaskNotCancellable, TaskNotFound
-from .task import Task
+from .jsonvalue import dumps
+from .task import API_PREFIX, Task
 from .tracker import TaskTracker
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 #: Where Jira serves its REST API v3; the task paths are ``{prefix}/task/...``.
-DEFAULT_PREFIX = "/rest/api/3"
+DEFAULT_PREFIX = API_PREFIX
 
 #: The host's authenticator: request headers (case-insensitive) to a user id, or
 #: None for an anonymous caller.
@@ -146,7 +147,7 @@ class Response:
 
 
 def _json(status: int, value: Any, *extra: tuple[str, str]) -> Response:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = dumps(value)
     # "replace": a lone surrogate in a host name an adapter passed must not become
     # a 500; a real request cannot carry one.
     body = text.encode("utf-8", "replace")
@@ -277,7 +278,7 @@ class TaskResource:
             user = self.authenticate(headers)
             if user is None:
                 return error(401, _UNAUTHENTICATED)
-            if not isinstance(user, int) or isinstance(user, bool):
+            if not is_int(user):
                 # The host's bug: say so by name rather than let the tracker blame as_user.
                 raise TypeError(f"authenticate() must return an int user id or None, not {type(user).__name__}")
         try:

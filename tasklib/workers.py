@@ -128,18 +128,13 @@ class TaskHandle:
                 return
         self._pool.flush_later(self)
 
-    @property
-    def pending(self) -> bool:
-        """Whether a report is waiting to be written."""
-        return self._dirty
-
     def flush_if_due(self) -> None:
         """Write the last report if it is not written yet and its interval is over."""
         with self._lock:
             if self._dirty and time.monotonic() >= self._next_write:
                 self._write()
 
-    def last_report(self) -> tuple[int | None, str | None]:
+    def _last_report(self) -> tuple[int | None, str | None]:
         """The report not yet written, for the task's final write; no write follows it."""
         with self._lock:
             self._next_write = float("inf")
@@ -191,8 +186,7 @@ class TaskHandle:
         if self._cancelled or self.cancel_requested:
             raise TaskCancelled(f"task {self.id} was cancelled")
 
-    def request_cancel(self) -> None:
-        """Let the task see a cancel request at once, without asking the store."""
+    def _request_cancel(self) -> None:
         self._cancelled = True
 
 
@@ -245,7 +239,7 @@ class WorkerPool:
         """Let a task running here see a cancel request at once, not one poll later."""
         handle = self._running.get(task_id)
         if handle is not None:
-            handle.request_cancel()
+            handle._request_cancel()
 
     def flush_later(self, handle: TaskHandle) -> None:
         with self._lock:
@@ -273,7 +267,7 @@ class WorkerPool:
                 # The request is written first: a task that saw the flag before the
                 # store did would find nothing to acknowledge, and end FAILED.
                 self._cancel_quietly(handle.id)
-                handle.request_cancel()
+                handle._request_cancel()
         self._executor.shutdown(wait=True)
         self._stop.set()
         self._flusher.join()
@@ -329,7 +323,7 @@ class WorkerPool:
                     handle.flush_if_due()
                 except Exception:
                     logger.exception("could not write the progress of task %s", handle.id, extra={"task_id": handle.id})
-                if handle.pending:
+                if handle._dirty:  # the pool and its handles share this module
                     self.flush_later(handle)
 
     def run_here(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -353,7 +347,7 @@ class WorkerPool:
                 stop_now = self._cancel_all
             if stop_now:
                 self._cancel_quietly(task_id)
-                handle.request_cancel()
+                handle._request_cancel()
             try:
                 self._run(handle, fn, args, kwargs)
             finally:
@@ -408,7 +402,7 @@ class WorkerPool:
 
     def _end(self, handle: TaskHandle, event: Event, *, quiet: bool = True, **data: Any) -> None:
         """Record how the task ended, with its last progress report in the same write."""
-        progress, message = handle.last_report()
+        progress, message = handle._last_report()
         data.setdefault("message", message)
         data.setdefault("progress", progress)
         try:

@@ -58,10 +58,12 @@ def reset_postgres(url: str) -> None:
     import peewee
     from playhouse.db_url import connect
 
+    from tasklib.storage import SCHEMA_LOCK_KEY
+
     db = connect(url)
     try:
         with db.atomic():
-            db.execute_sql("SELECT pg_advisory_xact_lock(7261)")  # tasklib's schema lock
+            db.execute_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")  # tasklib's schema lock
             for table in TASKLIB_TABLES:
                 db.execute_sql(f'DROP TABLE IF EXISTS "{table}" CASCADE')
     except peewee.OperationalError as exc:

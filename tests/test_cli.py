@@ -1,4 +1,9 @@
-"""The command line, run as operators run it: ``python -m tasklib --db PATH COMMAND ...``."""
+"""The command line: ``main(argv)`` called in-process, and a few runs as operators run it.
+
+Most tests call :func:`tasklib.cli.main` in the test's process (output through
+capsys). The end-to-end ones start ``python -m tasklib`` as a real process: the
+README's demo, ``serve``, Ctrl-C, the default database in the working directory.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import pytest
 from freezegun import freeze_time
 
 from tasklib import TaskStatus, TaskTracker
+from tasklib.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WAIT = 30  # seconds: generous, only reached when something is broken
@@ -49,7 +55,7 @@ def _command(*args: str) -> list[str]:
 
 
 def run(cwd: pathlib.Path, *args: str, timeout: float = WAIT, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the command line to its end; whatever it did, it printed no traceback."""
+    """Run ``python -m tasklib`` to its end; whatever it did, it printed no traceback."""
     result = subprocess.run(_command(*args), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env(**env))
     assert "Traceback" not in result.stderr, result.stderr
     return result
@@ -59,7 +65,40 @@ def tasklib(cwd: pathlib.Path, db: str | pathlib.Path, *args: str) -> subprocess
     return run(cwd, "--db", str(db), *args)
 
 
-def error_line(result: subprocess.CompletedProcess[str]) -> str:
+@dataclasses.dataclass(frozen=True)
+class Ran:
+    """How an in-process run of ``main(argv)`` ended: as a process's exit status and output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+#: Runs ``main(argv)`` in-process from a working directory, with extra environment variables.
+RunMain = Callable[..., Ran]
+
+
+@pytest.fixture
+def run_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> RunMain:
+    """``main(argv)`` in the test's process, from ``cwd``, without $TASKLIB_DATABASE unless given."""
+
+    def run_in_process(cwd: pathlib.Path, *args: str, **env: str) -> Ran:
+        monkeypatch.delenv("TASKLIB_DATABASE", raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            status = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors and --help
+            status = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return Ran(status, out, err)
+
+    return run_in_process
+
+
+def error_line(result: Ran | subprocess.CompletedProcess[str]) -> str:
     """The one line a failed command printed on stderr."""
     assert result.returncode != 0
     lines = result.stderr.splitlines()
@@ -137,13 +176,13 @@ def where(tmp_path: pathlib.Path, store_url: str) -> Where:
     return Where(tmp_path, store_url)
 
 
-Cli = Callable[..., subprocess.CompletedProcess[str]]
+Cli = Callable[..., Ran]
 
 
 @pytest.fixture
-def cli(where: Where) -> Cli:
-    """Run the command line on the test's store."""
-    return lambda *args: tasklib(where.cwd, where.db, *args)
+def cli(where: Where, run_main: RunMain) -> Cli:
+    """Run ``main(argv)`` in-process on the test's store."""
+    return lambda *args: run_main(where.cwd, "--db", where.db, *args)
 
 
 @pytest.fixture
@@ -221,10 +260,10 @@ def test_list_pages_with_limit_and_after(store: TaskTracker, cli: Cli) -> None:
     assert (first, second) == (ids[:2], ids[2:4])
 
 
-def test_database_comes_from_the_environment(store: TaskTracker, where: Where) -> None:
+def test_database_comes_from_the_environment(store: TaskTracker, where: Where, run_main: RunMain) -> None:
     """Without --db, the store is $TASKLIB_DATABASE."""
     task = store.submit(description="from the environment")
-    result = run(where.cwd, "list", "--json", TASKLIB_DATABASE=where.db)
+    result = run_main(where.cwd, "list", "--json", TASKLIB_DATABASE=where.db)
     assert [t["id"] for t in json.loads(result.stdout)] == [task.id]
 
 
@@ -436,7 +475,7 @@ def test_serve_answers_task_requests(store: TaskTracker, where: Where, cli: Cli)
         assert body == {**store.get(task_id).to_dict(), "self": base + task_id}
         server.wait_for(f"at http://127.0.0.1:{port}/rest/api/3/task/")
 
-        second = cli("serve", "--port", port)
+        second = tasklib(where.cwd, where.db, "serve", "--port", port)
         assert error_line(second).startswith(f"tasklib: cannot listen on 127.0.0.1:{port}: ")
 
         server.proc.terminate()
@@ -463,30 +502,32 @@ def test_malformed_id_is_one_line(cli: Cli) -> None:
         assert (result.returncode, error_line(result)) == (1, "tasklib: no task with id 'abc'")
 
 
-def test_missing_directory_in_database_path(tmp_path: pathlib.Path) -> None:
+def test_missing_directory_in_database_path(tmp_path: pathlib.Path, run_main: RunMain) -> None:
     """A --db in a directory that does not exist fails with one line, for reading and for demo."""
-    db = tmp_path / "no-such-dir" / "tasks.db"
-    assert "no-such-dir" in error_line(tasklib(tmp_path, db, "list"))
-    assert "unable to open database file" in error_line(tasklib(tmp_path, db, "demo", "--step-seconds", "0"))
-    assert not db.parent.exists()
+    db = str(tmp_path / "no-such-dir" / "tasks.db")
+    assert "no-such-dir" in error_line(run_main(tmp_path, "--db", db, "list"))
+    assert "unable to open database file" in error_line(run_main(tmp_path, "--db", db, "demo", "--step-seconds", "0"))
+    assert not pathlib.Path(db).parent.exists()
 
 
-def test_reading_commands_do_not_create_a_database(tmp_path: pathlib.Path) -> None:
+def test_reading_commands_do_not_create_a_database(tmp_path: pathlib.Path, run_main: RunMain) -> None:
     """list, show, cancel, watch and purge on a missing file say so, and create no file."""
     db = tmp_path / "typo.db"
     for args in (["list"], ["show", "1"], ["cancel", "1"], ["watch", "1"], ["purge"]):
-        assert error_line(tasklib(tmp_path, db, *args)) == (
+        assert error_line(run_main(tmp_path, "--db", str(db), *args)) == (
             f"tasklib: no database file {db} (it is created when the first task is submitted)"
         )
     assert not db.exists()
 
 
-def test_file_that_is_not_a_database(tmp_path: pathlib.Path) -> None:
+def test_file_that_is_not_a_database(tmp_path: pathlib.Path, run_main: RunMain) -> None:
     """A --db file that is not a SQLite database fails with one line, and is left as it was."""
     db = tmp_path / "notes.txt"
     db.write_text("these are notes, not a database\n" * 100)
-    for args in (["list"], ["demo"], ["serve", "--port", str(free_port())]):
-        assert "file is not a database" in error_line(tasklib(tmp_path, db, *args))
+    for args in (["list"], ["demo"]):
+        assert "file is not a database" in error_line(run_main(tmp_path, "--db", str(db), *args))
+    # serve as its own process: it would otherwise take over the test process's signals.
+    assert "file is not a database" in error_line(tasklib(tmp_path, db, "serve", "--port", str(free_port())))
     assert db.read_text() == "these are notes, not a database\n" * 100
 
 
@@ -505,16 +546,16 @@ def test_file_that_is_not_a_database(tmp_path: pathlib.Path) -> None:
         ["--db", "", "list"],
     ],
 )
-def test_bad_arguments_exit_2_with_one_line(tmp_path: pathlib.Path, args: list[str]) -> None:
+def test_bad_arguments_exit_2_with_one_line(tmp_path: pathlib.Path, args: list[str], run_main: RunMain) -> None:
     """Bad arguments exit 2 with one line naming the problem and pointing at --help, and no traceback."""
-    result = run(tmp_path, *args)
+    result = run_main(tmp_path, *args)
     assert result.returncode == 2
     assert error_line(result).endswith("--help)")
 
 
-def test_help_documents_the_exit_statuses(tmp_path: pathlib.Path) -> None:
+def test_help_documents_the_exit_statuses(tmp_path: pathlib.Path, run_main: RunMain) -> None:
     """--help lists every command and the exit status of each way a watched task ends."""
-    result = run(tmp_path, "--help")
+    result = run_main(tmp_path, "--help")
     assert result.returncode == 0
     for text in (
         "list",
@@ -586,6 +627,10 @@ HOSTILE: list[tuple[list[str], int, str | None]] = [
     (["--db", "x" * 5000, "list"], 1, "no database file"),
     (["show", "2"], 0, None),  # its result is nested too deeply to read back: shown as absent
     (["list", "--json"], 0, None),
+    # A NUL, which exec cannot pass but a caller of main() can.
+    (["--db", "tasks\x00.db", "list"], 2, "cannot hold a NUL"),
+    (["show", "1\x00"], 1, "no task with id"),
+    (["list", "--user", "1\x00"], 2, "not a user id"),
 ]
 
 
@@ -605,41 +650,15 @@ def hostile_dir(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.mark.parametrize("args, code, text", HOSTILE, ids=lambda value: repr(value)[:50])
 def test_hostile_arguments_give_one_line_and_an_exit_status(
-    hostile_dir: pathlib.Path, args: list[str], code: int, text: str | None
+    hostile_dir: pathlib.Path, run_main: RunMain, args: list[str], code: int, text: str | None
 ) -> None:
-    """Huge, negative and odd numbers, unknown schemes, missing and wrong files: one line on stderr, never a traceback."""
-    result = run(hostile_dir, *args, timeout=60)
+    """Huge, negative and odd numbers, NUL, unknown schemes, missing and wrong files: one line, never a traceback."""
+    result = run_main(hostile_dir, *args)
     assert result.returncode == code, result.stderr
     if text is None:
         assert len(result.stderr.splitlines()) <= 1, result.stderr
     else:
         assert text in error_line(result)
-
-
-@pytest.mark.parametrize(
-    "args, code",
-    [(["--db", "tasks\x00.db", "list"], 2), (["show", "1\x00"], 1), (["list", "--user", "1\x00"], 2)],
-    ids=repr,
-)
-def test_nul_in_arguments_gives_one_line(
-    hostile_dir: pathlib.Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    args: list[str],
-    code: int,
-) -> None:
-    """A NUL in an argument (which exec cannot pass, a caller of main() can): one line and an exit status."""
-    from tasklib.cli import main
-
-    monkeypatch.chdir(hostile_dir)
-    monkeypatch.delenv("TASKLIB_DATABASE", raising=False)
-    try:
-        status = main(args)
-    except SystemExit as exit:
-        status = exit.code
-    err = capsys.readouterr().err
-    assert status == code
-    assert len(err.splitlines()) == 1 and err.startswith("tasklib: "), err
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="limits the file size with setrlimit")
@@ -667,7 +686,7 @@ def test_a_full_disk_gives_one_line(hostile_dir: pathlib.Path, args: list[str]) 
     assert (hostile_dir / "tasks.db").read_bytes() == before
 
 
-def test_a_locked_store_gives_no_traceback(hostile_dir: pathlib.Path) -> None:
+def test_a_locked_store_gives_no_traceback(hostile_dir: pathlib.Path, run_main: RunMain) -> None:
     """While another process holds the write lock, list answers at once and cancel waits for the lock, then applies."""
     holder = subprocess.Popen(
         [
@@ -687,8 +706,8 @@ def test_a_locked_store_gives_no_traceback(hostile_dir: pathlib.Path) -> None:
     )
     with holder:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        listed = run(hostile_dir, "--db", "tasks.db", "list", "--json")
-        cancelled = run(hostile_dir, "--db", "tasks.db", "cancel", "1")
+        listed = run_main(hostile_dir, "--db", "tasks.db", "list", "--json")
+        cancelled = run_main(hostile_dir, "--db", "tasks.db", "cancel", "1")
     assert (listed.returncode, len(json.loads(listed.stdout))) == (0, 2)
     assert (cancelled.returncode, json.loads(cancelled.stdout)["status"]) == (0, "CANCELLED")
 

@@ -148,11 +148,10 @@ COMMANDS = [command for block in SHELL for command in commands(block)]
 
 
 def cli_parser() -> Any:
-    # The program's parser itself, so the check cannot drift from it; tasklib.cli
-    # has no public name for it.
-    from tasklib.cli import _parser
+    # The program's parser itself, so the check cannot drift from it.
+    from tasklib.cli import parser
 
-    return _parser()
+    return parser()
 
 
 def test_the_pages_show_commands() -> None:

@@ -401,3 +401,18 @@ def test_two_processes_purging_at_once(make_tracker: Callable[..., TaskTracker],
     counts = [int(out) for out, _ in outputs]
     assert sum(counts) == n
     assert [r[0] for r in tracker._store.db.execute_sql("SELECT id FROM tasklib_task").fetchall()] == [int(keep.id)]
+
+
+def test_liveness_rules_judge_at_the_instant_given(make_tracker: Callable[..., TaskTracker]) -> None:
+    """The DEAD rules take ``now``: a host-driven task goes stale at a later instant, with no sleeping."""
+    from tasklib.liveness import Liveness, Runner
+
+    tracker = make_tracker()
+    task = tracker.submit()
+    stale_after = datetime.timedelta(minutes=5)
+    liveness = Liveness(tracker._store, Runner(), dead_after=datetime.timedelta(seconds=60), stale_after=stale_after)
+    assert liveness.sweep(task.last_update + 299_000) == 0
+    assert tracker.get(task.id).status is TaskStatus.ENQUEUED
+    assert liveness.sweep(task.last_update + 301_000) == 1
+    dead = tracker.get(task.id)
+    assert (dead.status, dead.message) == (TaskStatus.DEAD, liveness.stale_message())

@@ -94,3 +94,16 @@ def test_message_none_keeps_the_stored_message(tracker: TaskTracker) -> None:
     tracker.update_progress(task.id, 10, message="ten")
     assert tracker.update_progress(task.id, 20).message == "ten"
     assert tracker.update_progress(task.id, 30, message="thirty").message == "thirty"
+
+
+def test_every_event_names_its_effects_on_real_columns() -> None:
+    """EFFECTS has an entry per event, naming only columns an event may write."""
+    from tasklib.status import EFFECTS, Effect
+
+    assert set(EFFECTS) == set(Event)
+    writable = {"progress", "message", "result", "started", "runner"}
+    for event, effects in EFFECTS.items():
+        assert set(effects) <= writable, event
+        assert all(isinstance(effect, (Effect, int)) for effect in effects.values())
+    assert EFFECTS[Event.CANCEL] == {}  # a cancel request comes from outside: it carries nothing
+    assert EFFECTS[Event.COMPLETE]["progress"] == 100

@@ -125,3 +125,14 @@ def test_store_of_schema_1_is_upgraded_in_place(tmp_path: pathlib.Path) -> None:
     assert version == str(SCHEMA_VERSION)
     assert {"tasklib_task_runner", "tasklib_task_status_id"} <= indexes
     TaskTracker(str(path)).close()  # a second open finds nothing to upgrade
+
+
+def test_apply_refuses_a_misspelled_field_and_writes_nothing(tracker: TaskTracker) -> None:
+    """Store.apply takes its fields by name: a misspelled one is a TypeError, not dropped silently."""
+    from tasklib.status import Event
+
+    task = tracker.submit()
+    with pytest.raises(TypeError):
+        tracker._store.apply(int(task.id), Event.PROGRESS, 1, progres=5)  # type: ignore[call-arg]
+    assert tracker.get(task.id).status is TaskStatus.ENQUEUED
+    assert tracker.get(task.id).progress == 0
