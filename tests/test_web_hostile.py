@@ -23,7 +23,7 @@ import pytest
 
 from tasklib import TaskStatus, TaskTracker
 from tasklib.server import make_server
-from tasklib.web import MAX_BODY, TRUST_ALL, fastapi_router, flask_blueprint, wsgi_app
+from tasklib.web import MAX_BODY, TRUST_ALL, TaskResource, fastapi_router, flask_blueprint, origin_of, wsgi_app
 
 from .helpers import (
     ADMIN,
@@ -466,3 +466,67 @@ def test_fuzzed_requests_get_only_jiras_codes_and_change_only_what_a_cancel_may(
             assert row == before[row[0]]
         else:
             assert row[1] in ("CANCELLED", "CANCEL_REQUESTED")
+
+
+# -- the core, without an adapter ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers, body_size, code",
+    [
+        ({"Content-Length": "abc"}, None, 400),
+        ({"Content-Length": "-1"}, None, 400),
+        ({"Content-Length": "1e3"}, None, 400),
+        ({"Content-Length": "١٠"}, None, 400),
+        ({"Content-Length": str(MAX_BODY + 1)}, None, 413),
+        ({"content-length": "9" * 40}, None, 413),
+        ({}, MAX_BODY + 1, 413),
+        ({"Content-Length": "abc"}, 10, 202),  # what the adapter read is what counts
+        ({"Content-Length": str(MAX_BODY)}, None, 202),
+    ],
+    ids=repr,
+)
+def test_the_resource_judges_the_body_before_anything_else(
+    guarded: TaskTracker, check: Callable[..., Any], headers: dict[str, str], body_size: int | None, code: int
+) -> None:
+    """A malformed Content-Length is 400 and a body over MAX_BODY 413, with the cancel's array body; nothing changes."""
+    resource = TaskResource(guarded, authenticate=bearer)
+    task_id = submit(guarded, TaskStatus.RUNNING)
+    before = rows(guarded)
+    fields = {name.lower(): value for name, value in {**headers, **auth(OWNER)}.items()}  # as adapters give them
+    response = resource.handle("POST", TASK + task_id + "/cancel", fields, body_size=body_size)
+    assert response.status == code
+    check(code, content_type(dict(response.headers)), response.body, cancel=True)
+    if code != 202:
+        assert rows(guarded) == before
+
+
+@pytest.mark.parametrize(
+    "url, origin",
+    [
+        ("https://Example.COM", "https://example.com"),
+        ("https://example.com:443/path?q", "https://example.com"),
+        ("http://example.com:8080", "http://example.com:8080"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+        ("  http://example.com  ", "http://example.com"),
+        ("null", None),
+        ("", None),
+        ("file:///etc/passwd", None),
+        ("javascript:alert(1)", None),
+        ("//example.com", None),
+        ("http://", None),
+        ("http://example.com:99999", None),
+        ("http://user:pw@example.com", None),
+        ("http://[::1", None),
+    ],
+)
+def test_origin_of(url: str, origin: str | None) -> None:
+    assert origin_of(url) == origin
+
+
+def test_refusal_gives_the_body_jira_gives_at_the_path(guarded: TaskTracker) -> None:
+    """refusal(): a JSON array of one string for a cancel, an ErrorCollection elsewhere."""
+    resource = TaskResource(guarded, authenticate=TRUST_ALL)
+    assert json.loads(resource.refusal("POST", TASK + "1/cancel", 401, "no").body) == ["no"]
+    assert json.loads(resource.refusal("GET", TASK + "1", 401, "no").body) == {"errorMessages": ["no"], "errors": {}}
+    assert json.loads(resource.refusal("GET", TASK + "1/cancel", 400, "no").body)["errorMessages"] == ["no"]
