@@ -301,9 +301,12 @@ class TaskResource:
         return _json(303, task.to_dict(), ("Location", task.url))
 
     def refusal(self, method: str, path: str, status: int, message: str, *extra: tuple[str, str]) -> Response:
-        """An error answer with the body Jira gives for this request: a JSON array of one string
-        for a cancel, an ErrorCollection otherwise. For a server refusing a request before
-        :meth:`handle` (a bad Host, a missing token). Raises nothing."""
+        """An error answer with the body Jira gives for this request.
+
+        A JSON array of one string for a cancel, an ErrorCollection otherwise: for a
+        server that refuses a request before :meth:`handle` (a bad Host, a missing
+        token). Raises nothing.
+        """
         route = self._route(path)
         cancel = route is not None and route[1] and method == "POST"
         return (_string_array if cancel else _error_collection)(status, message, *extra)
@@ -311,7 +314,8 @@ class TaskResource:
     def _same_origin(self, headers: Mapping[str, str], scheme: str, host: str) -> bool:
         """Jira's XSRF check: whether a state-changing request may come from where it says it comes from."""
         token = _header(headers, "X-Atlassian-Token")
-        if token is not None and token.strip().lower() == "no-check":
+        # "nocheck" is the older spelling Jira still honours.
+        if token is not None and token.strip().lower() in ("no-check", "nocheck"):
             return True
         claimed = _header(headers, "Origin")
         if claimed is None:
