@@ -24,9 +24,11 @@ from .task import Task
 from .tracker import DEFAULT_RETENTION, TaskTracker
 from .workers import current_task
 
-__all__ = ["main", "parser"]
+__all__ = ["TRACKER_COMMANDS", "main", "parser", "run"]
 
 DEFAULT_DATABASE = "tasks.db"
+#: The commands on stored tasks, which :func:`run` offers on a host's own tracker.
+TRACKER_COMMANDS = ("list", "show", "cancel", "purge", "watch")
 POLL_SECONDS = 0.15
 
 EXIT_ERROR = 1  # argparse itself exits 2 for a usage error
@@ -160,7 +162,13 @@ def _is_plain_path(database: str) -> bool:
 
 @contextlib.contextmanager
 def _existing_store(args: argparse.Namespace) -> Iterator[TaskTracker]:
-    """A tracker for the commands on tasks already stored: it starts no thread and creates no file."""
+    """A tracker for the commands on tasks already stored: it starts no thread and creates no file.
+
+    The host's own tracker when :func:`run` was given one; it is the host's to close.
+    """
+    if args.tracker is not None:
+        yield args.tracker
+        return
     # SQLite would create a missing file, so a mistyped path would look like an empty store.
     if _is_plain_path(args.db) and not os.path.exists(args.db):
         raise CommandError(f"no database file {args.db} (it is created when the first task is submitted)")
@@ -200,9 +208,12 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _purge(args: argparse.Namespace) -> int:
     now = now_ms()
-    cutoff = now - timedelta(days=args.retention_days) // timedelta(milliseconds=1)
     with _existing_store(args) as tracker:
-        count = tracker.purge(now=now, dry_run=args.dry_run)
+        retention = tracker.retention if args.retention_days is None else timedelta(days=args.retention_days)
+        cutoff = now - retention // timedelta(milliseconds=1)
+        # purge() counts back from now by the tracker's own retention: moving now
+        # by the difference makes it delete what finished before this cutoff.
+        count = tracker.purge(now=cutoff + tracker.retention // timedelta(milliseconds=1), dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} {count} task{'' if count == 1 else 's'} finished before {_utc(cutoff)} UTC")
     return 0
@@ -378,33 +389,38 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         text = " ".join(message.split())
-        self.exit(2, f"tasklib: {text} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog.split()[0]}: {text} (see {self.prog} --help)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(tracker: TaskTracker | None = None, prog: str = "tasklib") -> argparse.ArgumentParser:
+    """The program's parser; with the host's ``tracker``, only :data:`TRACKER_COMMANDS` and no ``--db``."""
     parser = _Parser(
-        prog="tasklib",
+        prog=prog,
         description="See and steer the tasks in a tasklib store.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--db",
-        type=_database,
-        default=os.environ.get("TASKLIB_DATABASE") or DEFAULT_DATABASE,
-        metavar="PATH",
-        help="SQLite file or database URL (default: $TASKLIB_DATABASE, else %(default)s)",
-    )
-    parser.set_defaults(retention_days=DEFAULT_RETENTION.days)  # for the commands without --retention-days
+    if tracker is None:
+        parser.add_argument(
+            "--db",
+            type=_database,
+            default=os.environ.get("TASKLIB_DATABASE") or DEFAULT_DATABASE,
+            metavar="PATH",
+            help="SQLite file or database URL (default: $TASKLIB_DATABASE, else %(default)s)",
+        )
+    # retention_days for the commands without --retention-days; None: the host's tracker's.
+    parser.set_defaults(retention_days=DEFAULT_RETENTION.days if tracker is None else None, tracker=tracker)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     retention = _Parser(add_help=False)
     retention.add_argument(
         "--retention-days",
         type=_int_from(1, 100_000),
-        default=DEFAULT_RETENTION.days,
+        default=DEFAULT_RETENTION.days if tracker is None else None,
         metavar="N",
-        help="finished tasks are kept N days (default: %(default)s)",
+        help="finished tasks are kept N days (default: %(default)s)"
+        if tracker is None
+        else "finished tasks are kept N days (default: the tracker's retention)",
     )
 
     listing = commands.add_parser("list", parents=[retention], help="list tasks, newest first")
@@ -445,6 +461,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("id", help="task id")
     watch.set_defaults(run=_watch)
+    if tracker is not None:
+        return parser
 
     demo = commands.add_parser(
         "demo",
@@ -521,13 +539,30 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def parser() -> argparse.ArgumentParser:
+def run(tracker: TaskTracker, argv: Sequence[str], *, prog: str = "tasklib") -> int:
+    """Run one of :data:`TRACKER_COMMANDS` on the host's own ``tracker``; return the exit status.
+
+    The same options, output and exit statuses as :func:`main`, without ``--db``
+    (the tracker is the store) and with ``purge --retention-days`` defaulting to
+    the tracker's retention. For a host's own command line, such as Django's
+    ``manage.py tasklib``; ``prog`` names it in usage and help. The tracker is
+    left open. Errors are one line on stderr starting ``tasklib: ``; bad
+    arguments end in argparse's usage message and SystemExit(2).
+    """
+    if not isinstance(tracker, TaskTracker):
+        raise TypeError(f"tracker must be a TaskTracker, not {type(tracker).__name__}")
+    return _execute(_parser(tracker, prog).parse_args(list(argv)))
+
+
+def parser(tracker: TaskTracker | None = None, *, prog: str = "tasklib") -> argparse.ArgumentParser:
     """The ``tasklib`` command line's argument parser, as :func:`main` parses ``argv`` with it.
 
-    For tools that check command lines against the program (the documentation
-    tests do); nothing runs until :func:`main`.
+    With a ``tracker``, the parser :func:`run` uses: only :data:`TRACKER_COMMANDS`,
+    no ``--db``; ``prog`` names the program in usage and help. For tools that
+    check command lines against the program (the documentation tests do);
+    nothing runs until :func:`main` or :func:`run`.
     """
-    return _parser()
+    return _parser(tracker, prog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -537,7 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every error is one line on stderr starting ``tasklib: ``, never a traceback;
     bad arguments end in argparse's usage message and SystemExit(2).
     """
-    args = _parser().parse_args(argv)
+    return _execute(_parser().parse_args(argv))
+
+
+def _execute(args: argparse.Namespace) -> int:
     try:
         status = int(args.run(args))
         # A reader that went away shows here, where it is handled, not at exit.

@@ -502,6 +502,17 @@ class TaskTracker:
         self._check_open()
         return self._ledger.page(status=status, submitted_by=submitted_by, before=before, limit=limit)
 
+    def is_admin(self, user: int) -> bool:
+        """Whether ``user`` may read and cancel every task (the tracker's ``is_admin``; False without one).
+
+        For views that list tasks: an administrator sees all, another user only
+        their own. Only ``True`` from the host's ``is_admin`` grants: a truthy
+        ``"no"`` is its bug, not a yes. Raises TypeError for a user id that is not
+        an int (ValueError beyond 64 bits).
+        """
+        plain = check_user("user", user, optional=False)
+        return self._is_admin is not None and grants(self._is_admin(plain))
+
     # -- internals --------------------------------------------------------
 
     def _purge_round(self) -> int:
@@ -516,8 +527,7 @@ class TaskTracker:
     def _authorize(self, record: Record, user: int) -> None:
         if record.submitted_by == user:
             return
-        # Only True grants: a truthy "no" from a host's is_admin is its bug, not a yes.
-        if self._is_admin is not None and grants(self._is_admin(user)):
+        if self.is_admin(user):  # the one rule, also for views that list tasks
             return
         raise PermissionDenied(str(record.id), user)
 

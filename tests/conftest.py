@@ -107,3 +107,20 @@ def make_tracker(store_url: str) -> Iterator[Callable[..., TaskTracker]]:
 @pytest.fixture
 def tracker(make_tracker: Callable[..., TaskTracker]) -> TaskTracker:
     return make_tracker()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_blocker: Any) -> None:
+    """pytest-django's database setup, replaced: the test project's own databases, migrated once.
+
+    The SQLite file is the project's (in a temporary directory); the PostgreSQL
+    database is the suite's own, never a ``test_...`` copy that Django would
+    create and drop. Tests that use them are transactional, so tasklib's own
+    connection sees Django's rows and Django flushes its tables after each test.
+    """
+    from django.conf import settings
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        for alias in settings.DATABASES:
+            call_command("migrate", database=alias, verbosity=0, interactive=False)

@@ -756,3 +756,34 @@ def test_serve_does_not_print_the_database_password(store: TaskTracker, where: W
         server.proc.terminate()
         server.finish()
     assert "hunter2" not in server.stderr and ":***@" in server.stderr
+
+
+# -- run(): the commands on a host's own tracker ------------------------------------
+
+
+def test_run_uses_the_hosts_tracker_and_leaves_it_open(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tasklib.cli import run as run_on
+
+    with TaskTracker(tmp_path / "host.db", retention=datetime.timedelta(days=2)) as tracker:
+        task = tracker.submit(description="host's", submitted_by=3)
+        assert run_on(tracker, ["show", task.id]) == 0
+        assert json.loads(capsys.readouterr().out)["description"] == "host's"
+        assert run_on(tracker, ["cancel", task.id]) == 0
+        assert tracker.get(task.id).status is S.CANCELLED  # the tracker is still open
+        assert run_on(tracker, ["purge", "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        # The cutoff is counted back from the tracker's retention of 2 days, not the program's 14.
+        cutoff = datetime.datetime.strptime(out.split(" before ")[1], "%Y-%m-%d %H:%M:%S UTC\n")
+        age = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - cutoff
+        assert datetime.timedelta(days=2) - datetime.timedelta(minutes=5) < age < datetime.timedelta(days=2, minutes=5)
+        assert run_on(tracker, ["show", "77"]) == 1
+        assert capsys.readouterr().err == "tasklib: no task with id '77'\n"
+        for argv in (["--db", "x.db", "list"], ["serve"], ["demo"], []):
+            with pytest.raises(SystemExit) as exit:
+                run_on(tracker, argv, prog="host tasklib")
+            assert exit.value.code == 2
+        assert "(see host tasklib" in capsys.readouterr().err  # one line per usage error, naming the program
+    with pytest.raises(TypeError, match="TaskTracker"):
+        run_on("tasks.db", ["list"])  # type: ignore[arg-type]

@@ -123,9 +123,18 @@ def test_python_example_runs_as_written(block: Block, tmp_path: pathlib.Path, mo
                 value.close(wait=False)
 
 
-def program_arguments(command: str) -> list[str] | None:
-    """The arguments given to the tasklib program by one shell command, or None if it runs something else."""
+def program_arguments(command: str, *, django: bool = False) -> list[str] | None:
+    """The arguments given to the tasklib program by one shell command, or None if it runs something else.
+
+    With ``django``, those given to ``manage.py tasklib`` instead.
+    """
     words = shlex.split(command, comments=True)
+    if django:
+        manage = re.fullmatch(r"(\S*/)?python3?", words[0]) if words else None
+        words = words[1:] if manage else words
+        if len(words) >= 2 and re.fullmatch(r"(\S*/)?manage\.py", words[0]) and words[1] == "tasklib":
+            return words[2:]
+        return None
     if words[:1] in (["tasklib"], [".venv/bin/tasklib"]):
         return words[1:]
     if len(words) >= 3 and re.fullmatch(r"(\S*/)?python3?", words[0]) and words[1:3] == ["-m", "tasklib"]:
@@ -133,18 +142,19 @@ def program_arguments(command: str) -> list[str] | None:
     return None
 
 
-def commands(block: Block) -> list[tuple[str, list[str]]]:
-    """Where each tasklib command of a shell block is (page:line) and its arguments."""
+def commands(block: Block, *, django: bool = False) -> list[tuple[str, list[str]]]:
+    """Where each tasklib (or with ``django``, ``manage.py tasklib``) command of a shell block is, and its arguments."""
     found = []
     for offset, line in enumerate(block.code.splitlines()):
         for command in re.split(r"&&|\|\||;|\|", line):
-            arguments = program_arguments(command) if command.strip() else None
+            arguments = program_arguments(command, django=django) if command.strip() else None
             if arguments is not None:
                 found.append((f"{block.page}:{block.line + offset}", arguments))
     return found
 
 
 COMMANDS = [command for block in SHELL for command in commands(block)]
+DJANGO_COMMANDS = [command for block in SHELL for command in commands(block, django=True)]
 
 
 def cli_parser() -> Any:
@@ -197,3 +207,20 @@ def test_status_page_holds_the_diagram_marker() -> None:
     """The page the diagram is drawn into still asks for it."""
     hooks = load_hooks()
     assert hooks.MARKER in (ROOT / "docs" / "status-machine.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("where", "arguments"), DJANGO_COMMANDS, ids=[f"{w}:{' '.join(a)}" for w, a in DJANGO_COMMANDS]
+)
+def test_django_command_shown_parses(where: str, arguments: list[str]) -> None:
+    """Each ``manage.py tasklib`` command shown is one the Django command accepts (it has no --db)."""
+    from tasklib.cli import parser
+
+    assert {w.split(":")[0] for w, _ in DJANGO_COMMANDS} == {"docs/django.md"}
+    stderr = io.StringIO()
+    with TaskTracker(":memory:") as tracker:
+        try:
+            with contextlib.redirect_stderr(stderr):
+                parser(tracker, prog="manage.py tasklib").parse_args(arguments)
+        except SystemExit:
+            pytest.fail(f"{where}: manage.py tasklib {shlex.join(arguments)} does not parse: {stderr.getvalue()}")

@@ -1,0 +1,1 @@
+"""Integrations of tasklib with frameworks, each imported only by hosts that use it."""
