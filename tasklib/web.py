@@ -259,10 +259,11 @@ class TaskResource:
         # Jira's cancel errors are a JSON array; every other error an ErrorCollection.
         error = _string_array if route is not None and route[1] and method == "POST" else _error_collection
         if body_size is None:
-            length = _header(headers, "Content-Length")
-            if length is not None and not (length.isascii() and length.strip().isdigit()):
+            # PEP 3333 lets a server pass an empty CONTENT_LENGTH for "no body" (Django's does).
+            length = (_header(headers, "Content-Length") or "").strip()
+            if length and not (length.isascii() and length.isdigit()):
                 return error(400, _BAD_LENGTH)
-            body_size = int(length) if length is not None else 0
+            body_size = int(length) if length else 0
         if body_size > MAX_BODY:
             return error(413, _TOO_LARGE)
         if route is None:

@@ -483,6 +483,8 @@ def test_fuzzed_requests_get_only_jiras_codes_and_change_only_what_a_cancel_may(
         ({}, MAX_BODY + 1, 413),
         ({"Content-Length": "abc"}, 10, 202),  # what the adapter read is what counts
         ({"Content-Length": str(MAX_BODY)}, None, 202),
+        ({"Content-Length": ""}, None, 202),  # PEP 3333: empty is no body (Django's runserver sends it)
+        ({"Content-Length": " 12 "}, None, 202),
     ],
     ids=repr,
 )
