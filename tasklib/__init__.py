@@ -1,5 +1,6 @@
 """tasklib: track long-running tasks for a host application, served as Jira's task resource."""
 
+from .aio import AsyncTaskTracker
 from .errors import (
     InvalidTransition,
     PermissionDenied,
@@ -16,6 +17,7 @@ from .tracker import TaskTracker
 from .workers import TaskHandle, current_task
 
 __all__ = [
+    "AsyncTaskTracker",
     "InvalidTransition",
     "PermissionDenied",
     "StoreError",

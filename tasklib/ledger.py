@@ -8,12 +8,16 @@ The worker pool works through a :class:`Ledger` (see
 
 from __future__ import annotations
 
+import collections
+import threading
+from collections.abc import Callable
+
 from .checks import parse_id
 from .clock import now_ms
 from .errors import InvalidTransition, StoreError, TaskNotCancellable, TaskNotFound
 from .liveness import Liveness
 from .status import STATUS_BY_VALUE, TRANSITIONS, Event, TaskStatus, writes
-from .storage import Record, Store
+from .storage import Heartbeat, Record, Store
 from .task import Task
 
 __all__ = ["Ledger"]
@@ -22,17 +26,62 @@ __all__ = ["Ledger"]
 #: move forward, so a handful of misses means the store keeps refusing, not a race.
 CAS_ATTEMPTS = 8
 
+#: How many recent starts a ledger remembers, to tell a progress report that started
+#: a task from one in the same millisecond after the start.
+REMEMBERED_STARTS = 1024
+
 
 class Ledger:
     """The tasks of one store, read and written on behalf of one runner.
 
-    ``url_prefix`` is prefixed to a task's id to make its ``url``.
+    ``url_prefix`` is prefixed to a task's id to make its ``url``. ``announce`` is
+    called with the snapshot after each status change this ledger writes (a new
+    task, a transition, a task found dead on reading), in the writing thread.
     """
 
-    def __init__(self, store: Store, liveness: Liveness, *, url_prefix: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        liveness: Liveness,
+        *,
+        url_prefix: str,
+        announce: Callable[[Task], None] | None = None,
+    ) -> None:
         self.store = store
         self.liveness = liveness
         self.url_prefix = url_prefix
+        self.announce = announce
+        self._lock = threading.Lock()
+        self._started: collections.OrderedDict[int, int] = collections.OrderedDict()
+
+    def _moved(self, event: Event, record: Record, now: int) -> bool:
+        """Whether the write of ``event`` that gave ``record`` at ``now`` changed the task's status."""
+        if record.status != TaskStatus.RUNNING.value:
+            return event is not Event.PROGRESS  # progress keeps CANCEL_REQUESTED
+        if event is Event.START:
+            self._remember_start(record.id, now)
+            return True
+        # Progress starts an ENQUEUED task, setting ``started`` to its ``now``; a start
+        # in the same millisecond is told apart by the starts this ledger remembers.
+        if event is not Event.PROGRESS or record.started != now:
+            return False
+        with self._lock:
+            if self._started.get(record.id) == now:
+                return False
+        self._remember_start(record.id, now)
+        return True
+
+    def _remember_start(self, key: int, now: int) -> None:
+        with self._lock:
+            self._started[key] = now
+            self._started.move_to_end(key)
+            if len(self._started) > REMEMBERED_STARTS:
+                self._started.popitem(last=False)
+
+    def _announce(self, task: Task) -> Task:
+        if self.announce is not None:
+            self.announce(task)
+        return task
 
     def task(self, record: Record, now: int) -> Task:
         """The snapshot of ``record`` read at ``now``."""
@@ -42,7 +91,7 @@ class Ledger:
         """Record a new ENQUEUED task; ``owned``: it belongs to this runner from the start. StoreError."""
         runner = self.liveness.runner.token if owned else None
         record = self.store.insert(description=description, submitted_by=submitted_by, now=now, runner=runner)
-        return self.task(record, now)
+        return self._announce(self.task(record, now))
 
     def fetch(self, key: int, task_id: str, now: int) -> Record:
         """The reconciled row of task ``key`` (``task_id`` as the caller wrote it); TaskNotFound, StoreError."""
@@ -50,7 +99,13 @@ class Ledger:
         if found is None:
             raise TaskNotFound(task_id)
         record, beat = found
-        return self.liveness.reconcile(record, beat, now)
+        return self._reconciled(record, beat, now)
+
+    def _reconciled(self, record: Record, beat: Heartbeat, now: int) -> Record:
+        reconciled = self.liveness.reconcile(record, beat, now)
+        if reconciled.status != record.status:
+            self._announce(self.task(reconciled, now))  # this reader wrote it DEAD
+        return reconciled
 
     def read(self, task_id: str) -> Task:
         """The task as it is now; TaskNotFound, StoreError."""
@@ -63,7 +118,7 @@ class Ledger:
         found = self.store.page(
             status=None if status is None else status.value, submitted_by=submitted_by, before=before, limit=limit
         )
-        return [self.task(self.liveness.reconcile(record, beat, now), now) for record, beat in found]
+        return [self.task(self._reconciled(record, beat, now), now) for record, beat in found]
 
     def transition(
         self,
@@ -94,7 +149,10 @@ class Ledger:
                 runner=self.liveness.runner.token,
             )
             if record is not None:
-                return self.task(record, now)
+                task = self.task(record, now)
+                if self._moved(event, record, now):
+                    self._announce(task)
+                return task
             record = self.fetch(key, task_id, now)
             status = STATUS_BY_VALUE[record.status]
             if event not in TRANSITIONS[status]:

@@ -18,9 +18,11 @@ import hashlib
 import importlib
 import logging
 import os
+import select
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import peewee
@@ -33,7 +35,7 @@ from .clock import now_ms
 from .errors import StoreError
 from .status import EFFECTS, UNFINISHED, Effect, Event, TaskStatus, moves, writes
 
-__all__ = ["SCHEMA_VERSION", "Heartbeat", "Record", "Store", "StoreTarget"]
+__all__ = ["CHANGE_CHANNEL", "SCHEMA_VERSION", "ChangeProbe", "Heartbeat", "Record", "Store", "StoreTarget", "Version"]
 
 logger = logging.getLogger("tasklib")
 
@@ -71,6 +73,17 @@ WRITE_ATTEMPTS = 5
 CLOSE_TIMEOUT = 10.0
 #: The key of the PostgreSQL advisory lock under which tasklib creates its tables.
 SCHEMA_LOCK_KEY = 7261
+
+#: The PostgreSQL channel every write of tasks notifies (NOTIFY is per database,
+#: as tasklib's tables are).
+CHANGE_CHANNEL = "tasklib_task"
+#: Seconds between two looks of a change probe: at SQLite's data_version, or
+#: for a stop while listening on PostgreSQL.
+PROBE_INTERVAL = 0.2
+#: Task ids whose versions one statement reads.
+VERSIONS_BATCH = 250
+#: The longest pause before a lost PostgreSQL listening connection is tried again.
+PROBE_RECONNECT_LONGEST = 2.0
 
 #: The lease under which one process at a time purges a store.
 PURGE_LEASE = "purge"
@@ -125,6 +138,9 @@ class Heartbeat(NamedTuple):
     beat: int | None
     clock: int
 
+
+#: What tells one version of a task from another: (status, last_update, progress).
+Version = tuple[str, int, int]
 
 #: Columns of a task row as the statements select them; a Heartbeat follows.
 ROW_WIDTH = len(Record._fields)
@@ -442,6 +458,9 @@ class Store:
         # statement at a time.
         self._serial = threading.RLock() if not self.db.thread_safe else None
         self._m = _models(self.db)
+        #: Called after each committed write of tasks by this store, with the task's
+        #: id, or None when the write touched many (a sweep, a purge).
+        self.written: Callable[[int | None], None] | None = None
         # While a long write of this process (a purge batch) runs, its short writes
         # wait at this gate rather than in SQLite's busy handler, which sleeps in steps
         # of up to 100 ms and so could starve them. A database server needs no gate.
@@ -767,6 +786,21 @@ class Store:
             L.update(owner=None, expires=0).where(L.name == _p("name"), L.owner == _p("owner"))
         )
 
+        self._versions = _Statement(
+            T.select(T.id, T.status, T.last_update, T.progress).where(
+                T.id.in_([_p(f"id{i}") for i in range(VERSIONS_BATCH)])
+            )
+        )
+        # psycopg3 binds parameters on the server, which takes one statement at a
+        # time: there a write's NOTIFY follows it as a statement of its own.
+        self._notify_after = not self._is_sqlite and bool(getattr(self.db, "index_value_literals", False))
+        if not self._is_sqlite and not self._notify_after:
+            # Listeners in other processes hear of every write of tasks. NOTIFY goes in
+            # the write's own statement text: one round trip, and it is delivered only
+            # if that transaction commits.
+            for stmt in (self._insert, self._kill_runner, self._kill_stale, self._purge, *self._events.values()):
+                stmt.sql = f"NOTIFY {CHANGE_CHANNEL}; {stmt.sql}"
+
     def _transition(self, event: Event, where: tuple[Any, ...]) -> peewee.ModelUpdate:
         """One compare-and-set UPDATE for ``event``, read off the status table."""
         T = self._m.Task
@@ -802,7 +836,9 @@ class Store:
         """Add an ENQUEUED task and give back its row."""
         values = {"description": description, "submitted_by": submitted_by, "now": now, "runner": runner}
         rows, _ = self._exec(self._insert, values, write=True, retry_broken=False)
-        return Record._make(rows[0])
+        record = Record._make(rows[0])
+        self._written(record.id)
+        return record
 
     def fetch(self, task_id: int) -> tuple[Record, Heartbeat] | None:
         """The row of task ``task_id`` and its runner's last heartbeat, or None."""
@@ -848,7 +884,10 @@ class Store:
             "runner": runner,
         }
         rows, _ = self._exec(self._events[event], values, write=True)
-        return Record._make(rows[0]) if rows else None
+        if not rows:
+            return None
+        self._written(task_id)
+        return Record._make(rows[0])
 
     def count_expired(self, cutoff: int) -> int:
         """How many tasks :meth:`purge` with this ``cutoff`` would delete now."""
@@ -867,7 +906,10 @@ class Store:
         if low is None:
             return 0
         with self._checkpoint_at_end():
-            return self._purge_range(cutoff, low, last, lease)
+            count = self._purge_range(cutoff, low, last, lease)
+        if count:
+            self._written(None)
+        return count
 
     @contextlib.contextmanager
     def _checkpoint_at_end(self) -> Iterator[None]:
@@ -949,13 +991,60 @@ class Store:
         """Mark every unfinished task of a runner DEAD and forget the runner, in one transaction."""
         kill = {"runner": token, "now": now, "message": message, "progress": None, "result": None}
         count, _ = self._in_transaction([(self._kill_runner, kill), (self._runner_delete, {"token": token})])
+        if count:
+            self._written(None)
         return count
 
     def bury_stale(self, cutoff: int, message: str, now: int) -> int:
         """Mark DEAD the unfinished tasks with no runner whose last update is older than ``cutoff``."""
         values = {"cutoff": cutoff, "now": now, "message": message, "progress": None, "result": None}
         _, count = self._exec(self._kill_stale, values, write=True)
+        if count:
+            self._written(None)
         return count
+
+    # -- change notifications ---------------------------------------------------
+
+    def _written(self, task_id: int | None) -> None:
+        if self._notify_after:
+            try:
+                self._run(f"NOTIFY {CHANGE_CHANNEL}", (), write=True)
+            except StoreError as exc:  # the write stands; listeners catch up at their next look
+                logger.warning("could not notify listeners of a change: %s", exc)
+        if self.written is not None:
+            self.written(task_id)
+
+    def versions(self, task_ids: Iterable[int]) -> dict[int, Version]:
+        """The :data:`Version` of each task of ``task_ids`` that exists, by id: one read per VERSIONS_BATCH ids."""
+        ids = sorted(set(task_ids))
+        found: dict[int, Version] = {}
+        for start in range(0, len(ids), VERSIONS_BATCH):
+            batch = ids[start : start + VERSIONS_BATCH]
+            batch += batch[-1:] * (VERSIONS_BATCH - len(batch))  # one statement for every batch
+            rows, _ = self._exec(self._versions, {f"id{i}": key for i, key in enumerate(batch)}, write=False)
+            found.update((int(r[0]), (str(r[1]), int(r[2]), int(r[3]))) for r in rows)
+        return found
+
+    def change_probe(self) -> ChangeProbe | None:
+        """A new probe that tells when any process may have written this store; None when there is none.
+
+        None for a private in-memory store, and for PostgreSQL without psycopg2.
+
+        SQLite: ``PRAGMA data_version`` on a connection of its own, looked at every
+        PROBE_INTERVAL. PostgreSQL: LISTEN on CHANGE_CHANNEL on a connection of its
+        own, opened again after the server restarts.
+        """
+        if self._serial is not None:
+            return None  # a private in-memory store: no other process can write it
+        if self._is_sqlite:
+            return _SqliteProbe(str(self.db.database))
+        try:
+            importlib.import_module("psycopg2")
+        except ImportError:  # a host's database on psycopg3: other processes' changes are seen by re-reading
+            return None
+        params = dict(getattr(self.db, "connect_params", {}))
+        params.pop("autocommit", None)
+        return _PostgresProbe(str(self.db.database), params)
 
     # -- leases ---------------------------------------------------------------
 
@@ -988,3 +1077,100 @@ class Store:
             self.db.close_all()
         elif not self.db.is_closed():
             self.db.close()
+
+
+class ChangeProbe:
+    """Tells, from one thread, whether a store may have changed: :meth:`wait` blocks up to a timeout.
+
+    The first :meth:`wait` (and the first after a lost connection) answers True:
+    what happened before it looked is unknown.
+    """
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True as soon as the store may have changed."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the probe's connection."""
+
+
+class _SqliteProbe(ChangeProbe):
+    """``PRAGMA data_version`` changes whenever another connection (of any process) commits."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._last: int | None = None
+
+    def _version(self) -> int | None:
+        try:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self._path, timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False)
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            logger.debug("could not read the data version of %s: %s", self._path, exc)
+            self.close()
+            return None
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self._version()
+            if version is None or version != self._last:
+                self._last = version
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(PROBE_INTERVAL, left))
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+
+class _PostgresProbe(ChangeProbe):
+    """LISTEN on a psycopg2 connection of its own; a NOTIFY of any process's write wakes it."""
+
+    def __init__(self, database: str, params: dict[str, Any]) -> None:
+        self._database = database
+        self._params = params
+        self._conn: Any = None
+        self._pause = 0.0
+
+    def wait(self, timeout: float) -> bool:
+        psycopg2 = importlib.import_module("psycopg2")
+        if self._conn is None:
+            if self._pause:
+                time.sleep(min(self._pause, timeout))
+            try:
+                conn = psycopg2.connect(dbname=self._database, **self._params)
+                conn.autocommit = True
+                with conn.cursor() as cursor:
+                    cursor.execute(f"LISTEN {CHANGE_CHANNEL}")
+            except psycopg2.Error as exc:
+                self._pause = min(max(self._pause * 2, PROBE_INTERVAL), PROBE_RECONNECT_LONGEST)
+                logger.debug("could not listen for changes of %s: %s", self._database, exc)
+                return True  # unknown: the store may have changed meanwhile
+            self._conn, self._pause = conn, 0.0
+            return True
+        try:
+            readable, _, _ = select.select([self._conn], [], [], timeout)
+            if not readable:
+                return False
+            self._conn.poll()
+            heard = bool(self._conn.notifies)
+            self._conn.notifies.clear()
+            return heard
+        except (psycopg2.Error, OSError, ValueError) as exc:
+            logger.debug("lost the connection listening for changes of %s: %s", self._database, exc)
+            self.close()
+            return True
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()

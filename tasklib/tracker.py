@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, overload
 
@@ -16,6 +17,7 @@ from .jsonvalue import encode_result
 from .ledger import Ledger
 from .liveness import Liveness, Runner
 from .maintenance import Maintenance, purge_round
+from .notify import ChangeFeed, HookHandle, version_of
 from .status import Event, TaskStatus
 from .storage import DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, Record, Store
 from .task import DEFAULT_BASE_PATH, Task
@@ -35,6 +37,11 @@ _STARTING = frozenset({Event.START, Event.PROGRESS})
 _LONGEST_INTERVAL = timedelta(days=3650)
 #: What a task of a closed tracker that it had started, and not finished, becomes.
 CLOSED_MESSAGE = "its tracker was closed before it finished"
+
+#: Seconds between re-reads of a watched task nothing announced a change of. Every
+#: write is announced; a re-read finds a task whose runner went silent and that no
+#: open tracker's sweep has written DEAD yet.
+RECHECK = 30.0
 
 logger = logging.getLogger("tasklib")
 
@@ -146,8 +153,13 @@ class TaskTracker:
         )  # peewee reads 0 as forever
         self.name = name if name is not None else f"tasklib:{self._store.key}"
         self._liveness = Liveness(self._store, Runner(), dead_after=dead_after, stale_after=stale_after)
+        self._feed = ChangeFeed(self._store)
+        self._store.written = self._feed.changed
         self._ledger = Ledger(
-            self._store, self._liveness, url_prefix=base_url if base_url is not None else DEFAULT_BASE_PATH
+            self._store,
+            self._liveness,
+            url_prefix=base_url if base_url is not None else DEFAULT_BASE_PATH,
+            announce=self._feed.announce,
         )
         self._maintenance = Maintenance(
             name=self.name,
@@ -228,6 +240,7 @@ class TaskTracker:
                     logger.warning("could not end the tasks left at close: %s", exc, extra={"runner": label})
         finally:
             self._liveness.alive = False
+            self._feed.close()
             self._store.close()
 
     @property
@@ -317,10 +330,13 @@ class TaskTracker:
     def wait(self, task_id: str, timeout: float | None = None) -> Task:
         """Block until the task has finished and return it.
 
-        Works for any task in the store, also one run by another process.
+        Works for any task in the store, also one run by another process. Wakes
+        on the change itself: at once for a change this process makes, within
+        about 0.2 s for one made by another process (see :meth:`watch`).
         ``timeout`` is in seconds; None or an infinite one waits as long as it takes.
         Raises TimeoutError if it has not finished within ``timeout`` seconds,
-        TaskNotFound for an unknown id, TypeError/ValueError for a bad timeout.
+        TaskNotFound for an unknown id, TypeError/ValueError for a bad timeout,
+        TrackerClosed once closed.
         """
         timeout = seconds(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -331,17 +347,76 @@ class TaskTracker:
                 raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
             if outcome.task is not None:
                 return outcome.task
-        # Not run here (or its end was not recorded here): watch the store.
-        pause = 0.005
-        while True:
-            task = self.get(task_id)
-            if task.status.is_terminal:
-                return task
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
-            remaining = float("inf") if deadline is None else deadline - time.monotonic()
-            time.sleep(max(0.0, min(pause, remaining)))
-            pause = min(pause * 2, self.progress_interval)
+        # Not run here (or its end was not recorded here): follow its changes.
+        last = collections.deque(self._snapshots(task_id, timeout, deadline), maxlen=1)
+        return last[0]  # the snapshots end with a terminal one, or raise
+
+    def watch(self, task_id: str, timeout: float | None = None) -> Iterator[Task]:
+        """The task's snapshots as it changes: the current one, then one per change, ending after the terminal one.
+
+        Like :meth:`wait`, it wakes on the change itself: at once for a change made
+        through this tracker, within about 0.2 s for one made by another process
+        (SQLite's ``PRAGMA data_version``, PostgreSQL's LISTEN/NOTIFY). Changes that
+        come faster than the loop reads them are seen as one snapshot. Nothing is
+        read while it waits; the first wait starts the tracker's one listening thread.
+        ``timeout`` bounds the whole watch, in seconds. Iterating raises
+        TimeoutError when the task has not finished within it, TaskNotFound (also
+        for a task purged meanwhile), TypeError/ValueError for a bad argument,
+        TrackerClosed once closed.
+        """
+        timeout = seconds(timeout, "timeout")
+        parse_id(task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._snapshots(task_id, timeout, deadline)
+
+    def _snapshots(self, task_id: str, timeout: float | None, deadline: float | None) -> Iterator[Task]:
+        changed = threading.Event()
+        with self._feed.watching(parse_id(task_id), changed.set) as watch:
+            last = None
+            while True:
+                changed.clear()  # before the read: a change after it sets the event again
+                task = self.get(task_id)
+                watch.seen = version_of(task)
+                if watch.seen != last:
+                    last = watch.seen
+                    yield task
+                if task.status.is_terminal:
+                    return
+                remaining = RECHECK if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
+                # The re-read now and then finds a task whose runner went silent
+                # (DEAD on reading), which no write announces.
+                changed.wait(min(remaining, RECHECK))
+
+    def on_change(self, callback: Callable[[Task], object], *, remove: bool = False) -> HookHandle:
+        """Call ``callback(task)`` with the new snapshot after each status change this tracker makes.
+
+        Status changes are: a task submitted, started (also by its first progress
+        report), cancelled or asked to cancel, finished, or found DEAD when read.
+        Progress reports that keep the status, and tasks marked DEAD in bulk by a
+        sweep or at close, are not announced; nor are other processes' changes
+        (use :meth:`watch` for those).
+
+        The callback runs in the thread that made the write, right after it
+        committed: the caller's thread for the tracker's methods, a worker thread
+        for a submitted function's start and end. Keep it short (hand long work to
+        a queue); an exception it raises is logged and the write stands. Returns a
+        handle whose ``remove()`` unregisters it; ``remove=True`` unregisters
+        ``callback`` instead (one registration of it, nothing if none).
+        Raises TypeError if ``callback`` is not callable.
+        """
+        if not callable(callback):
+            raise TypeError(f"on_change() takes a callable(task), not {type(callback).__name__}")
+        if remove:
+            self._feed.remove_hook(callback)
+            return HookHandle(self._feed, callback)
+        return self._feed.add_hook(callback)
+
+    @property
+    def changes(self) -> ChangeFeed:
+        """The tracker's change notifications (see :mod:`tasklib.notify`)."""
+        return self._feed
 
     def start(self, task_id: str) -> Task:
         """Mark an ENQUEUED task RUNNING and set its ``started`` time.

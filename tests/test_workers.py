@@ -345,7 +345,8 @@ def test_hot_loop_writes_at_most_once_per_interval(make_tracker: Callable[..., T
     pooled = make_tracker(progress_interval=0.1)
     writes: list[str] = []
     pooled._store.db.query_hooks.append(
-        lambda event: writes.append(event.sql) if event.sql.startswith("UPDATE") else None
+        # On PostgreSQL a write's text begins with its NOTIFY for listeners.
+        lambda event: writes.append(event.sql) if "UPDATE " in event.sql else None
     )
 
     def work(n: int) -> float:
