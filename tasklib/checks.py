@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TypeGuard
+from typing import Literal, TypeGuard, overload
 
 from .errors import TaskNotFound
 
@@ -13,6 +13,7 @@ __all__ = [
     "check_progress",
     "check_text",
     "check_user",
+    "grants",
     "is_int",
     "is_number",
     "parse_id",
@@ -51,14 +52,35 @@ def parse_id(task_id: str) -> int:
     return value
 
 
-def check_user(name: str, value: object, *, optional: bool) -> None:
-    """A user id: an int (not a bool) that fits in 64 bits; None too when ``optional``."""
+@overload
+def check_user(name: str, value: object, *, optional: Literal[False]) -> int: ...
+@overload
+def check_user(name: str, value: object, *, optional: bool) -> int | None: ...
+def check_user(name: str, value: object, *, optional: bool) -> int | None:
+    """A user id: an int (not a bool) that fits in 64 bits; None too when ``optional``.
+
+    Returns the id as a plain ``int``: an ``int`` subclass could answer ``==`` or
+    ``<=`` as it likes (claim to equal every submitter), so only its integer value
+    is kept. Raises TypeError or ValueError.
+    """
     if value is None and optional:
-        return
+        return None
     if not is_int(value):
         raise TypeError(f"{name} must be an int user id, not {type(value).__name__}")
-    if not -MAX_ID - 1 <= value <= MAX_ID:
-        raise ValueError(f"{name} must fit in 64 bits, as Jira's int64 submittedBy, got {value}")
+    # int.__int__ reads the value without calling anything the subclass defines.
+    plain = int.__int__(value)
+    if not -MAX_ID - 1 <= plain <= MAX_ID:
+        raise ValueError(f"{name} must fit in 64 bits, as Jira's int64 submittedBy, got {plain}")
+    return plain
+
+
+def grants(verdict: object) -> bool:
+    """Whether a host's permission callback (``is_admin``) granted: only ``True`` itself does.
+
+    A truthy value such as ``"no"``, ``1`` or a non-empty list is a host's bug
+    that must not hand out administrator rights.
+    """
+    return verdict is True
 
 
 def check_text(name: str, value: object) -> None:

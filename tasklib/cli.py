@@ -8,13 +8,11 @@ import io
 import json
 import os
 import signal
-import socketserver
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
-from wsgiref.simple_server import WSGIServer, make_server
+from typing import Any, NoReturn
 
 from tqdm import tqdm
 
@@ -278,26 +276,46 @@ def _demo(args: argparse.Namespace) -> int:
     return _finish(final)
 
 
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """wsgiref's server, one thread per request, so a slow client holds up no one else."""
-
-    daemon_threads = True
+def _without_password(database: str) -> str:
+    """A database URL fit for a terminal or a log: its password replaced by ***."""
+    scheme, sep, rest = database.partition("://")
+    userinfo, at, place = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return database
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{place}"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .web import wsgi_app
+    from .server import make_server
+    from .web import TRUST_ALL
 
+    token = args.token if args.token is not None else os.environ.get("TASKLIB_TOKEN") or None
     tracker = TaskTracker(args.db, base_url=args.base_url, durability=args.durability)
     try:
         try:
-            server = make_server(args.host, args.port, wsgi_app(tracker), server_class=_ThreadingWSGIServer)
+            server = make_server(
+                tracker,
+                args.host,
+                args.port,
+                # The token, when given, is the authentication: its holder is trusted with every task.
+                authenticate=TRUST_ALL,
+                token=token,
+                insecure=args.insecure,
+                timeout=args.timeout,
+                allowed_origins=args.allowed_origin or (),
+            )
         except OSError as exc:
             raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         # A service manager stops servers with SIGTERM: end as cleanly as on Ctrl-C.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         with server:
-            url = f"http://{args.host}:{server.server_port}/rest/api/3/task/<id>"
-            print(f"serving the tasks of {args.db} at {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+            where = f"[{args.host}]" if ":" in args.host else args.host
+            url = f"http://{where}:{server.server_port}/rest/api/3/task/<id>"
+            guard = "a bearer token" if token else "no authentication"
+            store = _without_password(args.db)
+            print(f"serving the tasks of {store} at {url} with {guard} (Ctrl-C stops)", file=sys.stderr, flush=True)
             try:
                 server.serve_forever()
             except KeyboardInterrupt:
@@ -344,12 +362,40 @@ def _page_after(text: str) -> str:
 def _database(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("empty database path")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("a database path cannot hold a NUL character")
     return text
+
+
+def _user(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a user id: {text[:40]!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError("a user id must fit in 64 bits")
+    return value
+
+
+def _origin(text: str) -> str:
+    from .web import origin_of
+
+    if origin_of(text) is None:
+        raise argparse.ArgumentTypeError(f"not an http(s) origin such as https://example.com: {text[:80]!r}")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), as every other error is."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog.split()[0]}: {text} (see {self.prog} --help)\n")
 
 
 def _parser(tracker: TaskTracker | None = None, prog: str = "tasklib") -> argparse.ArgumentParser:
     """The program's parser; with the host's ``tracker``, only :data:`TRACKER_COMMANDS` and no ``--db``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description="See and steer the tasks in a tasklib store.",
         epilog=EPILOG,
@@ -373,7 +419,7 @@ def _parser(tracker: TaskTracker | None = None, prog: str = "tasklib") -> argpar
     parser.set_defaults(retention_days=DEFAULT_RETENTION.days if tracker is None else None, tracker=tracker)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    retention = argparse.ArgumentParser(add_help=False)
+    retention = _Parser(add_help=False)
     retention.add_argument(
         "--retention-days",
         type=_int_from(1, 100_000),
@@ -388,7 +434,7 @@ def _parser(tracker: TaskTracker | None = None, prog: str = "tasklib") -> argpar
     listing.add_argument(
         "--status", type=str.upper, choices=[s.value for s in TaskStatus], help="only tasks in this status"
     )
-    listing.add_argument("--user", type=int, metavar="ID", help="only tasks submitted by this user id")
+    listing.add_argument("--user", type=_user, metavar="ID", help="only tasks submitted by this user id")
     listing.add_argument(
         "--limit",
         type=_int_from(1, 1000),
@@ -449,6 +495,29 @@ def _parser(tracker: TaskTracker | None = None, prog: str = "tasklib") -> argpar
         metavar="URL",
         help="prefix of each task's self URL, e.g. https://example.com/rest/api/3/task/ (default: from the request)",
     )
+    serve.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' on every request (default: $TASKLIB_TOKEN; none)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow an address other than loopback without a token: anyone who reaches it sees and cancels every task",
+    )
+    serve.add_argument(
+        "--allowed-origin",
+        action="append",
+        type=_origin,
+        metavar="ORIGIN",
+        help="a web origin whose pages may cancel tasks, e.g. https://app.example.com (repeatable)",
+    )
+    serve.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="close a connection idle or half-sent this long (default: %(default)s)",
+    )
     serve.set_defaults(run=_serve)
     return parser
 
@@ -463,7 +532,11 @@ def _describe(exc: BaseException) -> str:
 
 
 def _fail(message: str, status: int = EXIT_ERROR) -> int:
-    print(f"tasklib: {message}", file=sys.stderr)
+    # One line, whatever the message holds (a newline in a stored text, a database's own report).
+    line = " ".join(message.split())
+    if len(line) > 500:
+        line = line[:497] + "..."
+    print(f"tasklib: {line}", file=sys.stderr, flush=True)
     return status
 
 
@@ -523,5 +596,11 @@ def _execute(args: argparse.Namespace) -> int:
         # Whoever read stdout went away (`tasklib list | head`): nobody is left to tell.
         _silence_stdout()
         return EXIT_ERROR
-    except (TaskError, OSError) as exc:
+    except (TaskError, OSError, ValueError, TypeError) as exc:
         return _fail(_describe(exc))
+    except RecursionError:
+        return _fail("a stored task is nested too deeply to print")
+    except MemoryError:
+        return _fail("out of memory")
+    except Exception as exc:  # the promise is one line, never a traceback: even for a bug of ours
+        return _fail(f"unexpected {type(exc).__name__}: {_describe(exc)}")

@@ -370,7 +370,9 @@ def open_database(
     try:
         importlib.import_module("psycopg2")  # only to say which extra brings it
     except ImportError:
-        raise StoreError(f"{scheme}:// needs the PostgreSQL driver: pip install 'tasklib[{SCHEMES[scheme]}]'") from None
+        raise StoreError(
+            f"{scheme}:// needs the PostgreSQL driver: pip install 'tasktally[{SCHEMES[scheme]}]'"
+        ) from None
     # Pooled: connections outlive the threads that borrow them; one unused for five
     # minutes is replaced rather than trusted; a full pool makes callers wait, then fail.
     try:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, overload
 
-from .checks import MAX_ID, check_message, check_progress, check_text, check_user, is_int, is_number, parse_id
+from .checks import MAX_ID, check_message, check_progress, check_text, check_user, grants, is_int, is_number, parse_id
 from .clock import Instant, duration_ms, now_ms, seconds, to_ms
 from .errors import InvalidTransition, PermissionDenied, StoreError, TaskNotFound, TrackerClosed
 from .jsonvalue import encode_result
@@ -68,8 +68,9 @@ class TaskTracker:
         ``self`` is the relative path ``/rest/api/3/task/{id}``.
     :param retention: how long finished tasks are kept before :meth:`purge`
         deletes them (14 days, as Jira).
-    :param is_admin: ``is_admin(user_id) -> bool``; true for the users who may
-        read and cancel any task, not only their own.
+    :param is_admin: ``is_admin(user_id) -> bool``; ``True`` for the users who may
+        read and cancel any task, not only their own. Only ``True`` itself grants:
+        a truthy ``"no"`` or ``1`` is taken as no.
     :param max_workers: the number of threads that run functions given to
         :meth:`submit`.
     :param progress_interval: seconds; progress a running function reports is
@@ -324,7 +325,7 @@ class TaskTracker:
         closed, StoreError if the store cannot be written.
         """
         check_text("description", description)
-        check_user("submitted_by", submitted_by, optional=False)
+        submitted_by = check_user("submitted_by", submitted_by, optional=False)
         if fn is None:
             if args or kwargs:
                 raise TypeError("submit() without a function takes no other arguments")
@@ -506,7 +507,7 @@ class TaskTracker:
         that the user submitted the task or is an administrator. Raises TaskNotFound,
         PermissionDenied, or TaskNotCancellable for a finished task.
         """
-        check_user("as_user", as_user, optional=True)
+        as_user = check_user("as_user", as_user, optional=True)
         key = parse_id(task_id)
         self._check_open()
         if as_user is not None:
@@ -555,7 +556,7 @@ class TaskTracker:
         Raises TaskNotFound (for any id that is not a task's, whoever asks) or
         PermissionDenied.
         """
-        check_user("as_user", as_user, optional=True)
+        as_user = check_user("as_user", as_user, optional=True)
         key = parse_id(task_id)
         self._check_open()
         now = now_ms()
@@ -583,7 +584,7 @@ class TaskTracker:
                 raise ValueError(
                     f"status must be one of {', '.join(s.value for s in TaskStatus)}, got {status!r}"
                 ) from None
-        check_user("submitted_by", submitted_by, optional=True)
+        submitted_by = check_user("submitted_by", submitted_by, optional=True)
         if not is_int(limit):
             raise TypeError(f"limit must be an int, not {type(limit).__name__}")
         if not 1 <= limit <= 1000:
@@ -602,10 +603,12 @@ class TaskTracker:
         """Whether ``user`` may read and cancel every task (the tracker's ``is_admin``; False without one).
 
         For views that list tasks: an administrator sees all, another user only
-        their own. Raises TypeError for a user id that is not an int.
+        their own. Only ``True`` from the host's ``is_admin`` grants: a truthy
+        ``"no"`` is its bug, not a yes. Raises TypeError for a user id that is not
+        an int (ValueError beyond 64 bits).
         """
-        check_user("user", user, optional=False)
-        return self._is_admin is not None and bool(self._is_admin(user))
+        plain = check_user("user", user, optional=False)
+        return self._is_admin is not None and grants(self._is_admin(plain))
 
     # -- internals --------------------------------------------------------
 

@@ -3,8 +3,10 @@
 :class:`TaskResource` is the whole protocol and needs no web framework: it takes a
 request's method, path and headers and returns a :class:`Response`. Thin adapters
 put it on a server: :func:`wsgi_app` (standard library only), :func:`flask_blueprint`
-(``pip install tasktally[flask]``) and :func:`fastapi_router` (``pip install
-tasktally[fastapi]``); flask and fastapi are imported only when those are called.
+(``pip install 'tasktally[flask]'``) and :func:`fastapi_router` (``pip install
+'tasktally[fastapi]'``); flask and fastapi are imported only when those are called.
+Each takes ``authenticate=``, required: the host's authenticator, or
+:data:`TRUST_ALL` when the host authenticates callers in front of tasklib.
 
 Status codes and bodies are those of Jira's REST API v3:
 
@@ -13,6 +15,9 @@ Status codes and bodies are those of Jira's REST API v3:
 ``POST {prefix}/task/{taskId}/cancel``  202 the task, 400, 401, 403, 404
 another method on either path           405, with ``Allow``
 any other path                          404
+a body over 64 KB                       413, before anything else
+a malformed ``Content-Length``          400
+a cross-origin POST (XSRF check)        403
 ======================================  ==========================================
 
 Error bodies are Jira's ErrorCollection, ``{"errorMessages": [...], "errors": {}}``,
@@ -23,10 +28,11 @@ of strings. Every body is ``application/json;charset=UTF-8``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+import enum
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import quote, unquote, urlsplit
 
 from .checks import is_int
 from .errors import PermissionDenied, TaskNotCancellable, TaskNotFound
@@ -41,11 +47,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "MAX_BODY",
+    "TRUST_ALL",
     "Authenticate",
+    "Authentication",
     "Response",
     "TaskResource",
     "fastapi_router",
     "flask_blueprint",
+    "origin_of",
     "wsgi_app",
 ]
 
@@ -55,6 +65,26 @@ DEFAULT_PREFIX = API_PREFIX
 #: The host's authenticator: request headers (case-insensitive) to a user id, or
 #: None for an anonymous caller.
 Authenticate = Callable[[Mapping[str, str]], int | None]
+
+
+class _Trust(enum.Enum):
+    ALL = "TRUST_ALL"
+
+    def __repr__(self) -> str:
+        return "tasklib.web.TRUST_ALL"
+
+
+#: ``authenticate=TRUST_ALL``: every HTTP caller is the host's own trusted code and
+#: may read and cancel every task. Only for a host that authenticates callers in
+#: front of tasklib (a proxy, a middleware) or serves nobody but itself.
+TRUST_ALL: Final = _Trust.ALL
+
+#: What ``authenticate=`` takes: the host's :data:`Authenticate` callable, or :data:`TRUST_ALL`.
+Authentication = Authenticate | Literal[_Trust.ALL]
+
+#: The largest request body accepted (64 KB); a larger one is refused with 413
+#: before anything is read or changed. Jira's two operations take no body at all.
+MAX_BODY = 64 * 1024
 
 _CONTENT_TYPE = "application/json;charset=UTF-8"
 
@@ -68,6 +98,43 @@ _FORBIDDEN = "You do not have permission to access this task."
 _TASK_NOT_FOUND = "The task was not found."
 _NOT_CANCELLABLE = "Cancellation of the task is not possible."
 _NO_RESOURCE = "No resource was found at this path."
+_XSRF_FAILED = "XSRF check failed"  # Jira's words for a refused cross-origin request
+_TOO_LARGE = "The request body is too large."
+_BAD_LENGTH = "The Content-Length header is malformed."
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> str | None:
+    """The origin (``scheme://host[:port]``, lower case, default port left out) of a URL, or None.
+
+    None for a URL that has no such origin: a relative one, another scheme than
+    http or https, a bad port, or ``null`` (what a browser sends from a sandbox
+    or a file). Raises nothing.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:  # a port out of range or not a number, a bad IPv6 literal
+        return None
+    if scheme not in _DEFAULT_PORTS or not host or parts.username is not None or parts.password is not None:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header field by case-insensitive name, from any mapping an adapter or a test passes."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, field in headers.items():
+        if key.lower() == lowered:
+            return field
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,40 +160,71 @@ def _error_collection(status: int, message: str, *extra: tuple[str, str]) -> Res
     return _json(status, {"errorMessages": [message], "errors": {}}, *extra)
 
 
-def _string_array(status: int, message: str) -> Response:
-    return _json(status, [message])
+def _string_array(status: int, message: str, *extra: tuple[str, str]) -> Response:
+    return _json(status, [message], *extra)
 
 
 class TaskResource:
     """Jira's task resource, ``GET {prefix}/task/{taskId}`` and ``POST .../cancel``, on a tracker.
 
-    ``authenticate(headers)`` is the host's: it returns the caller's user id, or
-    None for an anonymous caller (answered 401); the tracker then lets only the
-    task's submitter or an administrator see or cancel it (403 for others).
-    Without ``authenticate`` every caller is trusted as the host's own code.
+    ``authenticate`` is required. ``authenticate(headers)`` is the host's: it
+    returns the caller's user id, or None for an anonymous caller (answered 401);
+    the tracker then lets only the task's submitter or an administrator see or
+    cancel it (403 for others). :data:`TRUST_ALL` says that every caller is the
+    host's own trusted code, for a host that authenticates in front of tasklib.
+
+    A POST from a browser page of another origin is refused (Jira's XSRF check):
+    when its ``Origin`` header (or, without one, its ``Referer``) names an origin
+    other than the request's own, the tracker's ``base_url``'s or one of
+    ``allowed_origins`` (``"https://app.example.com"``...), the answer is 403,
+    unless the request carries ``X-Atlassian-Token: no-check``, which a page
+    cannot send to another origin without the browser asking first (a preflight,
+    answered 405). Requests with neither header (curl, server-side clients) pass.
+
     ``prefix`` is the path before ``/task/``, as it appears in URLs: empty, or
     starting and not ending with ``/``.
 
-    Raises TypeError for an ``authenticate`` that is not callable and ValueError
-    for a malformed ``prefix``.
+    Raises TypeError for a missing or non-callable ``authenticate`` (None
+    included: say :data:`TRUST_ALL`), ValueError for a malformed ``prefix`` or
+    an entry of ``allowed_origins`` that is not an http(s) origin.
     """
 
     def __init__(
         self,
         tracker: TaskTracker,
         *,
-        authenticate: Authenticate | None = None,
+        authenticate: Authentication,
         prefix: str = DEFAULT_PREFIX,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
-        if authenticate is not None and not callable(authenticate):
-            raise TypeError("authenticate must be a callable(headers) -> int | None, or None")
+        if authenticate is not TRUST_ALL and not callable(authenticate):
+            raise TypeError(
+                "authenticate must be a callable(headers) -> int | None, "
+                "or tasklib.web.TRUST_ALL to trust every caller with every task"
+            )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"prefix must be empty or start and not end with '/', got {prefix!r}")
+        if isinstance(allowed_origins, str):
+            raise TypeError("allowed_origins must be a collection of origins, not one str")
+        origins: set[str] = set()
+        for entry in allowed_origins:
+            if not isinstance(entry, str):
+                raise TypeError(f"allowed_origins holds a {type(entry).__name__}, not a str origin")
+            origin = origin_of(entry)
+            if origin is None or urlsplit(entry.strip()).path not in ("", "/"):
+                raise ValueError(
+                    f"allowed_origins must hold http(s) origins such as 'https://example.com', got {entry!r}"
+                )
+            origins.add(origin)
+        base = origin_of(tracker.base_url) if tracker.base_url else None
+        if base is not None:
+            origins.add(base)
         self.tracker = tracker
         self.authenticate = authenticate
         self.prefix = prefix
+        self.allowed_origins = frozenset(origins)
 
     def handle(
         self,
@@ -137,32 +235,47 @@ class TaskResource:
         scheme: str = "http",
         host: str = "localhost",
         root: str = "",
+        body_size: int | None = None,
     ) -> Response:
         """Answer one request, as Jira would.
 
         ``path`` is the request's path within the application as the client sent
         it (percent-encoded, no query string): the id is percent-decoded exactly
-        once here. ``headers`` (a case-insensitive mapping) goes to
-        ``authenticate`` only. ``scheme``, ``host`` (with any port) and ``root``
-        (the percent-encoded path the application is mounted at, WSGI's
-        SCRIPT_NAME) build a task's ``self`` when the tracker has no ``base_url``;
-        behind a proxy, or where the Host header is not to be trusted, give the
-        tracker a ``base_url``.
+        once here. ``headers`` (a case-insensitive mapping) gives
+        ``Content-Length``, ``Origin``, ``Referer`` and ``X-Atlassian-Token``
+        and goes to ``authenticate``. ``scheme``, ``host`` (with any port) and
+        ``root`` (the percent-encoded path the application is mounted at, WSGI's
+        SCRIPT_NAME) make the request's own origin and build a task's ``self``
+        when the tracker has no ``base_url``; behind a proxy, or where the Host
+        header is not to be trusted, give the tracker a ``base_url``.
+        ``body_size`` is the size of the body an adapter read; without it the
+        ``Content-Length`` header says (a body over :data:`MAX_BODY` is 413).
 
         Nothing in a request makes this raise. It raises what ``authenticate``
         raises (an error there is the host's bug, and the host's to answer), and
         TrackerClosed or StoreError from the tracker.
         """
         route = self._route(path)
+        # Jira's cancel errors are a JSON array; every other error an ErrorCollection.
+        error = _string_array if route is not None and route[1] and method == "POST" else _error_collection
+        if body_size is None:
+            # PEP 3333 lets a server pass an empty CONTENT_LENGTH for "no body" (Django's does).
+            length = (_header(headers, "Content-Length") or "").strip()
+            if length and not (length.isascii() and length.isdigit()):
+                return error(400, _BAD_LENGTH)
+            body_size = int(length) if length else 0
+        if body_size > MAX_BODY:
+            return error(413, _TOO_LARGE)
         if route is None:
             return _error_collection(404, _NO_RESOURCE)
         task_id, cancel = route
         allowed = "POST" if cancel else "GET"
         if method != allowed:
             return _error_collection(405, f"Only {allowed} is allowed here.", ("Allow", allowed))
-        error = _string_array if cancel else _error_collection
+        if cancel and not self._same_origin(headers, scheme, host):
+            return error(403, _XSRF_FAILED)
         user = None
-        if self.authenticate is not None:
+        if self.authenticate is not TRUST_ALL:
             user = self.authenticate(headers)
             if user is None:
                 return error(401, _UNAUTHENTICATED)
@@ -187,6 +300,33 @@ class TaskResource:
         """
         task = self._located(task, scheme, host, root)
         return _json(303, task.to_dict(), ("Location", task.url))
+
+    def refusal(self, method: str, path: str, status: int, message: str, *extra: tuple[str, str]) -> Response:
+        """An error answer with the body Jira gives for this request.
+
+        A JSON array of one string for a cancel, an ErrorCollection otherwise: for a
+        server that refuses a request before :meth:`handle` (a bad Host, a missing
+        token). Raises nothing.
+        """
+        route = self._route(path)
+        cancel = route is not None and route[1] and method == "POST"
+        return (_string_array if cancel else _error_collection)(status, message, *extra)
+
+    def _same_origin(self, headers: Mapping[str, str], scheme: str, host: str) -> bool:
+        """Jira's XSRF check: whether a state-changing request may come from where it says it comes from."""
+        token = _header(headers, "X-Atlassian-Token")
+        # "nocheck" is the older spelling Jira still honours.
+        if token is not None and token.strip().lower() in ("no-check", "nocheck"):
+            return True
+        claimed = _header(headers, "Origin")
+        if claimed is None:
+            claimed = _header(headers, "Referer")
+            if claimed is None:
+                return True  # no browser: curl, a server-side client, a Jira client library
+        origin = origin_of(claimed)
+        if origin is None:
+            return False  # "null" (a sandboxed page, a file) or garbage: nobody we know
+        return origin == origin_of(f"{scheme}://{host}") or origin in self.allowed_origins
 
     def _route(self, path: str) -> tuple[str, bool] | None:
         """The decoded task id and whether it is the cancel path, or None for another path."""
@@ -251,6 +391,40 @@ def _wsgi_host(environ: WSGIEnvironment) -> str:
     return name if port in ("", default) else f"{name}:{port}"
 
 
+def _read_environ_body(environ: WSGIEnvironment) -> int | None:
+    """Read and drop a request body of at most MAX_BODY bytes; return its size.
+
+    Read so that a kept-alive connection stays in step with its requests. A body
+    declared larger is not read (its size is returned, for a 413), nor is one whose
+    Content-Length is malformed (None: the resource answers 400 from the header).
+    Without Content-Length, a body is read only where the server says the input
+    ends (``wsgi.input_terminated``, PEP 3333's chunked bodies); elsewhere it is
+    taken as empty, as PEP 3333 forbids reading past the declared length.
+    """
+    length = str(environ.get("CONTENT_LENGTH") or "").strip()
+    stream = environ.get("wsgi.input")
+    if length:
+        if not (length.isascii() and length.isdigit()):
+            return None
+        declared = int(length)
+        if declared > MAX_BODY or stream is None:
+            return declared
+        return _drain(stream, declared)
+    if stream is not None and environ.get("wsgi.input_terminated"):
+        return _drain(stream, MAX_BODY + 1)
+    return 0
+
+
+def _drain(stream: Any, limit: int) -> int:
+    size = 0
+    while size < limit:
+        chunk = stream.read(min(limit - size, 16384))
+        if not chunk:
+            break
+        size += len(chunk)
+    return size
+
+
 def _handle_environ(resource: TaskResource, environ: WSGIEnvironment) -> Response:
     return resource.handle(
         environ.get("REQUEST_METHOD", ""),
@@ -259,21 +433,24 @@ def _handle_environ(resource: TaskResource, environ: WSGIEnvironment) -> Respons
         scheme=environ.get("wsgi.url_scheme", "http"),
         host=_wsgi_host(environ),
         root=_wire(environ.get("SCRIPT_NAME", "")),
+        body_size=_read_environ_body(environ),
     )
 
 
 def wsgi_app(
     tracker: TaskTracker,
     *,
-    authenticate: Authenticate | None = None,
+    authenticate: Authentication,
     prefix: str = DEFAULT_PREFIX,
+    allowed_origins: Iterable[str] = (),
 ) -> WSGIApplication:
     """A WSGI application serving :class:`TaskResource` (arguments and errors as there).
 
+    ``authenticate`` is required: the host's authenticator, or :data:`TRUST_ALL`.
     It matches PATH_INFO against ``prefix``, so mounted under a SCRIPT_NAME it
     serves ``SCRIPT_NAME + prefix + /task/...``, and ``self`` says so.
     """
-    resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix)
+    resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix, allowed_origins=allowed_origins)
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         response = _handle_environ(resource, environ)
@@ -290,11 +467,13 @@ def wsgi_app(
 def flask_blueprint(
     tracker: TaskTracker,
     *,
-    authenticate: Authenticate | None = None,
+    authenticate: Authentication,
     prefix: str = DEFAULT_PREFIX,
+    allowed_origins: Iterable[str] = (),
 ) -> flask.Blueprint:
     """A Flask blueprint named "tasklib" serving :class:`TaskResource` at ``prefix + /task/``.
 
+    ``authenticate`` is required: the host's authenticator, or :data:`TRUST_ALL`.
     Register it without a ``url_prefix`` (pass ``prefix`` here instead): the
     resource matches the application's whole path. Raises ImportError naming the
     extra when Flask is not installed, and as TaskResource for bad arguments.
@@ -302,8 +481,8 @@ def flask_blueprint(
     try:
         import flask
     except ImportError as error:
-        raise ImportError("tasklib.web.flask_blueprint needs Flask: pip install tasktally[flask]") from error
-    resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix)
+        raise ImportError("tasklib.web.flask_blueprint needs Flask: pip install 'tasktally[flask]'") from error
+    resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix, allowed_origins=allowed_origins)
     blueprint = flask.Blueprint("tasklib", __name__)
 
     def task_resource(rest: str) -> flask.Response:
@@ -325,27 +504,43 @@ def flask_blueprint(
 def fastapi_router(
     tracker: TaskTracker,
     *,
-    authenticate: Authenticate | None = None,
+    authenticate: Authentication,
     prefix: str = DEFAULT_PREFIX,
+    allowed_origins: Iterable[str] = (),
 ) -> fastapi.APIRouter:
     """A FastAPI (Starlette) router serving :class:`TaskResource` at ``prefix + /task/``.
 
+    ``authenticate`` is required: the host's authenticator, or :data:`TRUST_ALL`.
     Include it without a router ``prefix`` (pass ``prefix`` here instead);
     ``root_path`` is honoured. Raises ImportError naming the extra when FastAPI
     is not installed, and as TaskResource for bad arguments.
     """
     try:
         import fastapi
+        from starlette.concurrency import run_in_threadpool
     except ImportError as error:
-        raise ImportError("tasklib.web.fastapi_router needs FastAPI: pip install tasktally[fastapi]") from error
-    resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix)
+        raise ImportError("tasklib.web.fastapi_router needs FastAPI: pip install 'tasktally[fastapi]'") from error
+    resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix, allowed_origins=allowed_origins)
     head = prefix + "/task/"
 
-    # A plain def, not async: Starlette runs it in its thread pool, so the
-    # tracker's blocking database call never stalls the event loop.
-    def task_resource(request: fastapi.Request) -> fastapi.Response:
+    async def body_size(request: fastapi.Request) -> int | None:
+        length = (request.headers.get("content-length") or "").strip()
+        if length and not (length.isascii() and length.isdigit() and int(length) <= MAX_BODY):
+            return None  # malformed or too large: the resource answers from the header, unread
+        size = 0
+        # Read (and drop) at most MAX_BODY + 1 bytes, also of a chunked body without a length.
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                break
+        return size
+
+    async def task_resource(request: fastapi.Request) -> fastapi.Response:
         server = request.scope.get("server")
-        response = resource.handle(
+        size = await body_size(request)
+        # In Starlette's thread pool: the tracker's blocking database call must not stall the event loop.
+        response = await run_in_threadpool(
+            resource.handle,
             request.method,
             # Starlette decoded the path; encode the rest again so it is decoded once.
             head + quote(request.path_params["rest"], safe="/", errors="replace"),
@@ -353,6 +548,7 @@ def fastapi_router(
             scheme=request.scope.get("scheme", "http"),
             host=request.headers.get("host") or (f"{server[0]}:{server[1]}" if server else "localhost"),
             root=quote(request.scope.get("root_path", ""), errors="replace"),
+            body_size=size,
         )
         return fastapi.Response(response.body, response.status, dict(response.headers))
 

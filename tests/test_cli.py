@@ -15,6 +15,7 @@ import os
 import pathlib
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -545,11 +546,11 @@ def test_file_that_is_not_a_database(tmp_path: pathlib.Path, run_main: RunMain) 
         ["--db", "", "list"],
     ],
 )
-def test_bad_arguments_exit_2_with_usage(tmp_path: pathlib.Path, args: list[str], run_main: RunMain) -> None:
-    """Bad arguments exit 2 with argparse's usage message and no traceback."""
+def test_bad_arguments_exit_2_with_one_line(tmp_path: pathlib.Path, args: list[str], run_main: RunMain) -> None:
+    """Bad arguments exit 2 with one line naming the problem and pointing at --help, and no traceback."""
     result = run_main(tmp_path, *args)
     assert result.returncode == 2
-    assert result.stderr.startswith("usage: tasklib")
+    assert error_line(result).endswith("--help)")
 
 
 def test_help_documents_the_exit_statuses(tmp_path: pathlib.Path, run_main: RunMain) -> None:
@@ -582,6 +583,181 @@ def test_importing_main_module_runs_nothing(tmp_path: pathlib.Path) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
+# -- hostile arguments --------------------------------------------------------------------
+
+BIG = "9" * 30
+#: (arguments, exit status, text of the one line on stderr; None: a success, at most one line)
+HOSTILE: list[tuple[list[str], int, str | None]] = [
+    (["list", "--user", BIG], 2, "a user id must fit in 64 bits"),
+    (["list", "--user", "-" + BIG], 2, "a user id must fit in 64 bits"),
+    (["list", "--user", "1e3"], 2, "not a user id"),
+    (["list", "--limit", "-1"], 2, "must be from 1 to 1000"),
+    (["list", "--limit", BIG], 2, "must be from 1 to 1000"),
+    (["list", "--after", BIG], 2, "not a task id"),
+    (["list", "--after", "-1"], 2, "not a task id"),
+    (["list", "--status", "X" * 10000], 2, "invalid choice"),
+    (["show", BIG], 1, f"no task with id '{BIG}'"),
+    (["show", "-1"], 1, "no task with id '-1'"),
+    (["show", "1" * 5000], 1, "no task with id"),
+    (["cancel", "%31"], 1, "no task with id '%31'"),
+    (["watch", "١"], 1, "no task with id"),
+    (["purge", "--retention-days", "0"], 2, "must be from 1 to 100000"),
+    (["purge", "--retention-days", BIG], 2, "must be from 1 to 100000"),
+    (["demo", "--steps", BIG], 2, "must be from 1 to 1000"),
+    (["demo", "--step-seconds", "nan"], 2, "must be from 0 to 3600"),
+    (["demo", "--step-seconds", "inf"], 2, "must be from 0 to 3600"),
+    (["demo", "--step-seconds", "-1"], 2, "must be from 0 to 3600"),
+    (["serve", "--port", "-1"], 2, "must be from 0 to 65535"),
+    (["serve", "--port", BIG], 2, "must be from 0 to 65535"),
+    (["serve", "--host", "0.0.0.0"], 1, "without a token"),
+    (["serve", "--host", "::"], 1, "without a token"),
+    (["serve", "--token", ""], 1, "the token must be printable ASCII"),
+    (["serve", "--token", "a b"], 1, "the token must be printable ASCII"),
+    (["serve", "--host", "999.1.1.1", "--insecure"], 1, "cannot listen on 999.1.1.1:8080"),
+    (["serve", "--allowed-origin", "evil.example"], 2, "not an http(s) origin"),
+    (["serve", "--timeout", "0"], 1, "timeout must be from 0 to 3600"),
+    (["--db", "mysql://root@127.0.0.1/tasks", "list"], 1, "cannot use a mysql:// database"),
+    (["--db", "ftp://example.com/tasks", "show", "1"], 1, "cannot use a ftp:// database"),
+    (["--db", "redis://127.0.0.1:6379/0", "demo"], 1, "cannot use a redis:// database"),
+    (["--db", "postgresql://nobody@127.0.0.1:1/none", "list"], 1, "cannot open the store"),
+    (["--db", "missing.db", "show", "1"], 1, "no database file missing.db"),
+    (["--db", "nowhere/tasks.db", "demo"], 1, "unable to open database file"),
+    (["--db", "notes.txt", "list"], 1, "file is not a database"),
+    (["--db", ".", "list"], 1, "cannot open the store"),
+    (["--db", "x" * 5000, "list"], 1, "no database file"),
+    (["show", "2"], 0, None),  # its result is nested too deeply to read back: shown as absent
+    (["list", "--json"], 0, None),
+    # A NUL, which exec cannot pass but a caller of main() can.
+    (["--db", "tasks\x00.db", "list"], 2, "cannot hold a NUL"),
+    (["show", "1\x00"], 1, "no task with id"),
+    (["list", "--user", "1\x00"], 2, "not a user id"),
+]
+
+
+@pytest.fixture
+def hostile_dir(tmp_path: pathlib.Path) -> pathlib.Path:
+    """tasks.db with task 1 ENQUEUED and task 2 COMPLETE with a result nested 200,000 deep; notes.txt."""
+    tracker = TaskTracker(str(tmp_path / "tasks.db"))
+    tracker.submit(description="hostile")
+    tracker.complete(tracker.submit().id, result=[1])
+    tracker.close()
+    # Written past tasklib's own checks, as another program (or a corrupted file) could.
+    with contextlib.closing(sqlite3.connect(tmp_path / "tasks.db")) as db, db:
+        db.execute("UPDATE tasklib_task SET result = ? WHERE id = 2", ("[" * 200_000 + "]" * 200_000,))
+    (tmp_path / "notes.txt").write_text("not a database\n" * 100)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, code, text", HOSTILE, ids=lambda value: repr(value)[:50])
+def test_hostile_arguments_give_one_line_and_an_exit_status(
+    hostile_dir: pathlib.Path, run_main: RunMain, args: list[str], code: int, text: str | None
+) -> None:
+    """Huge, negative and odd numbers, NUL, unknown schemes, missing and wrong files: one line, never a traceback."""
+    result = run_main(hostile_dir, *args)
+    assert result.returncode == code, result.stderr
+    if text is None:
+        assert len(result.stderr.splitlines()) <= 1, result.stderr
+    else:
+        assert text in error_line(result)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="limits the file size with setrlimit")
+@pytest.mark.parametrize("args", [["cancel", "1"], ["purge"], ["demo"]], ids=" ".join)
+def test_a_full_disk_gives_one_line(hostile_dir: pathlib.Path, args: list[str]) -> None:
+    """A store that cannot grow (a file size limit: the kernel's "file too large", as a full disk) is one line."""
+    import resource
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+    before = (hostile_dir / "tasks.db").read_bytes()
+    result = subprocess.run(
+        _command("--db", "tasks.db", *args),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        cwd=hostile_dir,
+        env=_env(),
+        preexec_fn=limit,
+    )
+    assert result.returncode == 1
+    assert "disk I/O error" in error_line(result) or "full" in error_line(result)
+    assert (hostile_dir / "tasks.db").read_bytes() == before
+
+
+def test_a_locked_store_gives_no_traceback(hostile_dir: pathlib.Path, run_main: RunMain) -> None:
+    """While another process holds the write lock, list answers at once and cancel waits for the lock, then applies."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            "db = sqlite3.connect('tasks.db', isolation_level=None)\n"
+            "db.execute('BEGIN IMMEDIATE')\n"
+            "db.execute('UPDATE tasklib_task SET progress = progress')\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(2)\n"
+            "db.execute('COMMIT')\n",
+        ],
+        cwd=hostile_dir,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    with holder:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        listed = run_main(hostile_dir, "--db", "tasks.db", "list", "--json")
+        cancelled = run_main(hostile_dir, "--db", "tasks.db", "cancel", "1")
+    assert (listed.returncode, len(json.loads(listed.stdout))) == (0, 2)
+    assert (cancelled.returncode, json.loads(cancelled.stdout)["status"]) == (0, "CANCELLED")
+
+
+@posix_only
+def test_serve_with_a_token_from_the_environment(store: TaskTracker, where: Where) -> None:
+    """TASKLIB_TOKEN protects serve: without the bearer token 401 with Jira's body, with it 200."""
+    task_id = finished_task(store, S.COMPLETE)
+    port = str(free_port())
+    proc = subprocess.Popen(
+        _command("--db", where.db, "serve", "--port", port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=where.cwd,
+        env=_env(TASKLIB_TOKEN="t0ken"),
+    )
+    with proc:
+        server = Spawned(proc)
+        try:
+            server.wait_for("with a bearer token")
+            url = f"http://127.0.0.1:{port}/rest/api/3/task/{task_id}"
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(url, timeout=WAIT)
+            assert refused.value.code == 401
+            assert json.loads(refused.value.read())["errorMessages"][0].startswith("You are not authenticated")
+            request = urllib.request.Request(url, headers={"Authorization": "Bearer t0ken"})
+            with urllib.request.urlopen(request, timeout=WAIT) as response:
+                assert json.loads(response.read())["id"] == task_id
+        finally:
+            proc.terminate()
+        status, _ = server.finish()
+    assert status == 0
+
+
+@posix_only
+def test_serve_does_not_print_the_database_password(store: TaskTracker, where: Where, is_sqlite: bool) -> None:
+    """serve names its store on stderr with the URL's password masked."""
+    if is_sqlite:
+        pytest.skip("a SQLite path has no password")
+    scheme, _, rest = where.db.partition("://")
+    user, _, place = rest.partition("@")
+    with_password = f"{scheme}://{user.split(':')[0]}:hunter2@{place}"  # a trusting server ignores it
+    with spawn(Where(where.cwd, with_password), "serve", "--port", str(free_port())) as server:
+        server.wait_for("serving the tasks of")
+        server.proc.terminate()
+        server.finish()
+    assert "hunter2" not in server.stderr and ":***@" in server.stderr
+
+
 # -- run(): the commands on a host's own tracker ------------------------------------
 
 
@@ -608,6 +784,6 @@ def test_run_uses_the_hosts_tracker_and_leaves_it_open(
             with pytest.raises(SystemExit) as exit:
                 run_on(tracker, argv, prog="host tasklib")
             assert exit.value.code == 2
-        assert "usage: host tasklib" in capsys.readouterr().err
+        assert "(see host tasklib" in capsys.readouterr().err  # one line per usage error, naming the program
     with pytest.raises(TypeError, match="TaskTracker"):
         run_on("tasks.db", ["list"])  # type: ignore[arg-type]

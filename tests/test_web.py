@@ -20,7 +20,7 @@ import pytest
 from freezegun import freeze_time
 
 from tasklib import TaskStatus, TaskTracker
-from tasklib.web import Response, TaskResource, wsgi_app
+from tasklib.web import TRUST_ALL, Response, TaskResource, wsgi_app
 
 from .helpers import (
     ADMIN,
@@ -264,7 +264,7 @@ def test_custom_prefix(guarded: TaskTracker, check: Callable[..., Any]) -> None:
     task_id = submit(guarded)
     assert call(resource, check, "GET", "/api/task/" + task_id, OWNER)[0] == 200
     assert call(resource, check, "GET", TASK + task_id, OWNER)[0] == 404
-    assert TaskResource(guarded, prefix="").handle("GET", "/task/" + task_id, {}).status == 200
+    assert TaskResource(guarded, authenticate=TRUST_ALL, prefix="").handle("GET", "/task/" + task_id, {}).status == 200
 
 
 # -- the core: self, authentication, construction --------------------------------
@@ -276,7 +276,7 @@ def test_self_is_built_from_the_request_when_the_tracker_has_no_base_url(
     """Without base_url, self is scheme://host + root + prefix + /task/id, for GET and cancel."""
     tracker = make_tracker(base_url=None)
     task_id = tracker.submit().id
-    resource = TaskResource(tracker, prefix="/api")
+    resource = TaskResource(tracker, authenticate=TRUST_ALL, prefix="/api")
     where = {"scheme": "https", "host": "example.com:8443", "root": "/app"}
     get = resource.handle("GET", "/api/task/" + task_id, {}, **where)
     expected = f"https://example.com:8443/app/api/task/{task_id}"
@@ -292,7 +292,7 @@ def test_a_host_that_cannot_be_encoded_does_not_break_the_answer(
     """A lone surrogate in the host an adapter passes becomes "?" in self, not an exception."""
     tracker = make_tracker(base_url=None)
     task_id = tracker.submit().id
-    response = TaskResource(tracker).handle("GET", TASK + task_id, {}, host="h\ud800st")
+    response = TaskResource(tracker, authenticate=TRUST_ALL).handle("GET", TASK + task_id, {}, host="h\ud800st")
     body = check(response.status, header(response, "Content-Type"), response.body)
     assert body["self"] == f"http://h?st{TASK}{task_id}"
 
@@ -307,9 +307,9 @@ def test_self_is_the_trackers_url_when_it_has_a_base_url(
     assert check(200, header(response, "Content-Type"), response.body)["self"] == BASE_URL + task_id
 
 
-def test_without_authenticate_every_caller_is_trusted(guarded: TaskTracker, check: Callable[..., Any]) -> None:
-    """With no authenticate callable the caller is the host's own code: no 401, no 403."""
-    resource = TaskResource(guarded)
+def test_trust_all_trusts_every_caller(guarded: TaskTracker, check: Callable[..., Any]) -> None:
+    """With authenticate=TRUST_ALL the caller is the host's own code: no 401, no 403."""
+    resource = TaskResource(guarded, authenticate=TRUST_ALL)
     task_id = submit(guarded, user=OTHER)
     assert call(resource, check, "GET", TASK + task_id, None)[0] == 200
     assert call(resource, check, "POST", TASK + task_id + "/cancel", None)[0] == 202
@@ -340,13 +340,30 @@ def test_authenticate_sees_only_resource_requests_and_its_errors_propagate(guard
         ({"prefix": "/"}, ValueError),
         ({"prefix": None}, TypeError),
         ({"authenticate": "bearer"}, TypeError),
+        ({"authenticate": None}, TypeError),
+        ({"allowed_origins": "https://example.com"}, TypeError),
+        ({"allowed_origins": [1]}, TypeError),
+        ({"allowed_origins": ["example.com"]}, ValueError),
+        ({"allowed_origins": ["https://example.com/app"]}, ValueError),
+        ({"allowed_origins": ["ftp://example.com"]}, ValueError),
+        ({"allowed_origins": ["null"]}, ValueError),
     ],
     ids=repr,
 )
 def test_bad_constructor_arguments(guarded: TaskTracker, kwargs: dict[str, Any], error: type[Exception]) -> None:
-    """TaskResource refuses a malformed prefix and an authenticate that is not callable."""
+    """TaskResource refuses a malformed prefix or origin, and an authenticate that is neither callable nor TRUST_ALL."""
     with pytest.raises(error):
-        TaskResource(guarded, **kwargs)
+        TaskResource(guarded, **{"authenticate": bearer, **kwargs})
+
+
+@pytest.mark.parametrize("build", [TaskResource, wsgi_app])
+def test_authenticate_is_required(guarded: TaskTracker, build: Callable[..., Any]) -> None:
+    """Leaving authenticate out is a TypeError: trusting every caller must be said with TRUST_ALL."""
+    with pytest.raises(TypeError, match="authenticate"):
+        build(guarded)
+    with pytest.raises(TypeError, match="TRUST_ALL"):
+        build(guarded, authenticate=None)
+    assert repr(TRUST_ALL) == "tasklib.web.TRUST_ALL"
 
 
 @pytest.mark.parametrize("base_url", [BASE_URL, None])
@@ -356,7 +373,7 @@ def test_see_other_points_at_the_task(
     """see_other answers 303 with Location the task's absolute URL and the task as body."""
     tracker = make_tracker(base_url=base_url)
     task = tracker.submit(submitted_by=OWNER)
-    response = TaskResource(tracker).see_other(task, scheme="https", host="example.com")
+    response = TaskResource(tracker, authenticate=TRUST_ALL).see_other(task, scheme="https", host="example.com")
     body = check(response.status, header(response, "Content-Type"), response.body)
     expected = BASE_URL + task.id if base_url else f"https://example.com/rest/api/3/task/{task.id}"
     assert (response.status, header(response, "Location"), body["self"]) == (303, expected, expected)
@@ -489,7 +506,7 @@ def test_wsgi_app_under_a_script_name(make_tracker: Callable[..., TaskTracker], 
     """Mounted at SCRIPT_NAME /app, the app matches PATH_INFO and puts /app in self."""
     tracker = make_tracker(base_url=None)
     task_id = tracker.submit().id
-    app = wsgi_app(tracker)
+    app = wsgi_app(tracker, authenticate=TRUST_ALL)
     status, headers, body = wsgi_call(app, TASK + task_id, SCRIPT_NAME="/app", HTTP_HOST="h")
     assert status == "200 OK"
     assert check(200, headers["Content-Type"], body)["self"] == f"http://h/app{TASK}{task_id}"
@@ -502,7 +519,7 @@ def test_wsgi_host_falls_back_to_server_name_and_port(
     """Without a Host header, self uses SERVER_NAME and a non-default SERVER_PORT (PEP 3333)."""
     tracker = make_tracker(base_url=None)
     task_id = tracker.submit().id
-    app = wsgi_app(tracker)
+    app = wsgi_app(tracker, authenticate=TRUST_ALL)
     for scheme, port, host in [("http", "80", "srv"), ("http", "8080", "srv:8080"), ("https", "443", "srv")]:
         env: dict[str, Any] = {"SERVER_NAME": "srv", "SERVER_PORT": port, "wsgi.url_scheme": scheme, "HTTP_HOST": None}
         _status, headers, body = wsgi_call(app, TASK + task_id, **env)
@@ -525,7 +542,9 @@ def test_wsgi_path_info_is_not_decoded_twice(
     """PATH_INFO arrives decoded once; the app must not decode it again."""
     tracker = make_tracker()
     tracker.submit()
-    assert wsgi_call(wsgi_app(tracker), path_info)[0] == ("200 OK" if found else "404 Not Found")
+    assert wsgi_call(wsgi_app(tracker, authenticate=TRUST_ALL), path_info)[0] == (
+        "200 OK" if found else "404 Not Found"
+    )
 
 
 # -- end to end over real HTTP ---------------------------------------------------------

@@ -181,8 +181,8 @@ def test_missing_framework_is_an_import_error_naming_the_extra(
 ) -> None:
     """Without the framework installed, the adapter raises ImportError saying which extra to install."""
     monkeypatch.setitem(sys.modules, name, None)  # makes "import name" fail, as if not installed
-    with pytest.raises(ImportError, match=rf"pip install tasktally\[{name}\]"):
-        build(guarded)
+    with pytest.raises(ImportError, match=rf"pip install 'tasktally\[{name}\]'"):
+        build(guarded, authenticate=bearer)
 
 
 def test_importing_tasklib_web_needs_no_framework(tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_importing_tasklib_web_needs_no_framework(tmp_path: Path) -> None:
         "import sys\n"
         "for name in ('flask', 'fastapi', 'starlette', 'werkzeug'): sys.modules[name] = None\n"
         "import tasklib.web\n"
-        "tasklib.web.wsgi_app(tasklib.TaskTracker('tasks.db'))\n"
+        "tasklib.web.wsgi_app(tasklib.TaskTracker('tasks.db'), authenticate=tasklib.web.TRUST_ALL)\n"
         "print('ok')\n"
     )
     environ = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
