@@ -286,11 +286,25 @@ def _without_password(database: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import make_server
+    from .server import ADMIN_USER, make_server, parse_user_token
     from .web import TRUST_ALL
 
     token = args.token if args.token is not None else os.environ.get("TASKLIB_TOKEN") or None
-    tracker = TaskTracker(args.db, base_url=args.base_url, durability=args.durability)
+    pairs = args.user_token
+    if pairs is None:
+        pairs = [pair for pair in os.environ.get("TASKLIB_USER_TOKENS", "").split(",") if pair.strip()]
+    user_tokens: dict[int, str] = {}
+    for pair in pairs:
+        try:
+            user, user_token = parse_user_token(pair.strip())
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if user in user_tokens:
+            raise CommandError(f"user {user} is given two tokens")
+        user_tokens[user] = user_token
+    tracker = TaskTracker(
+        args.db, base_url=args.base_url, durability=args.durability, is_admin=lambda user: user == ADMIN_USER
+    )
     try:
         try:
             server = make_server(
@@ -300,6 +314,7 @@ def _serve(args: argparse.Namespace) -> int:
                 # The token, when given, is the authentication: its holder is trusted with every task.
                 authenticate=TRUST_ALL,
                 token=token,
+                user_tokens=user_tokens,
                 insecure=args.insecure,
                 timeout=args.timeout,
                 allowed_origins=args.allowed_origin or (),
@@ -312,10 +327,17 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         with server:
             where = f"[{args.host}]" if ":" in args.host else args.host
-            url = f"http://{where}:{server.server_port}/rest/api/3/task/<id>"
-            guard = "a bearer token" if token else "no authentication"
+            url = f"http://{where}:{server.server_port}/"
+            guard = "no authentication"
+            if token:
+                guard = f"tokens for the administrator and {len(user_tokens)} users" if user_tokens else "a token"
             store = _without_password(args.db)
-            print(f"serving the tasks of {store} at {url} with {guard} (Ctrl-C stops)", file=sys.stderr, flush=True)
+            print(
+                f"serving the tasks of {store} at {url} (Jira's API at {url}rest/api/3/task/<id>) "
+                f"with {guard} (Ctrl-C stops)",
+                file=sys.stderr,
+                flush=True,
+            )
             try:
                 server.serve_forever()
             except KeyboardInterrupt:
@@ -485,7 +507,9 @@ def _parser(tracker: TaskTracker | None = None, prog: str = "tasklib") -> argpar
     )
     demo.set_defaults(run=_demo)
 
-    serve = commands.add_parser("serve", help="serve GET /rest/api/3/task/{id} and POST .../cancel over HTTP")
+    serve = commands.add_parser(
+        "serve", help="serve the task page at / and GET /rest/api/3/task/{id}, POST .../cancel over HTTP"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument(
         "--port", type=_int_from(0, 65535), default=8080, help="port to listen on (default: %(default)s)"
@@ -497,7 +521,15 @@ def _parser(tracker: TaskTracker | None = None, prog: str = "tasklib") -> argpar
     )
     serve.add_argument(
         "--token",
-        help="require 'Authorization: Bearer TOKEN' on every request (default: $TASKLIB_TOKEN; none)",
+        help="the administrator's token: require it ('Authorization: Bearer TOKEN' or the /login cookie) "
+        "on every request (default: $TASKLIB_TOKEN; none)",
+    )
+    serve.add_argument(
+        "--user-token",
+        action="append",
+        metavar="USER_ID=TOKEN",
+        help="a user's token: its holder sees and cancels only the tasks submitted by USER_ID "
+        "(repeatable; needs --token; default: $TASKLIB_USER_TOKENS, comma-separated)",
     )
     serve.add_argument(
         "--insecure",

@@ -612,6 +612,12 @@ HOSTILE: list[tuple[list[str], int, str | None]] = [
     (["serve", "--host", "0.0.0.0"], 1, "without a token"),
     (["serve", "--host", "::"], 1, "without a token"),
     (["serve", "--token", ""], 1, "the token must be printable ASCII"),
+    (["serve", "--token", "a", "--user-token", "7"], 1, "must be USER_ID=TOKEN"),
+    (["serve", "--token", "a", "--user-token=-7=b"], 1, "whole number from 0 up"),
+    (["serve", "--token", "a", "--user-token", "7="], 1, "the token of user 7 must be printable"),
+    (["serve", "--token", "a", "--user-token", "7=b", "--user-token", "7=c"], 1, "user 7 is given two tokens"),
+    (["serve", "--token", "a", "--user-token", "7=a"], 1, "two users have the same token"),
+    (["serve", "--user-token", "7=b"], 1, "need an administrator's token"),
     (["serve", "--token", "a b"], 1, "the token must be printable ASCII"),
     (["serve", "--host", "999.1.1.1", "--insecure"], 1, "cannot listen on 999.1.1.1:8080"),
     (["serve", "--allowed-origin", "evil.example"], 2, "not an http(s) origin"),
@@ -728,7 +734,7 @@ def test_serve_with_a_token_from_the_environment(store: TaskTracker, where: Wher
     with proc:
         server = Spawned(proc)
         try:
-            server.wait_for("with a bearer token")
+            server.wait_for("with a token")
             url = f"http://127.0.0.1:{port}/rest/api/3/task/{task_id}"
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(url, timeout=WAIT)
