@@ -11,18 +11,28 @@ import contextlib
 import html
 import http.server
 import os
+import pathlib
+import queue
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
-from tasklib import TaskStatus, TaskTracker
+from tasklib import TaskCancelled, TaskStatus, TaskTracker, current_task
 from tasklib.server import make_server as make_task_server
 from tasklib.web import TRUST_ALL, wsgi_app
 
-from .helpers import TASK, WAIT, submit
+from .helpers import TASK, WAIT, eventually, submit
+
+ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -148,3 +158,156 @@ def test_a_form_post_from_another_site_cannot_cancel(
             else:
                 assert '["XSRF check failed"]' in browser.page_source
                 assert tracker.get(task_id).status is TaskStatus.RUNNING
+
+
+# -- the task page of a real ``tasklib serve`` ------------------------------------
+
+ALICE, BOB = 7, 8
+TOKENS = {"admin": "admin-t0ken", ALICE: "alice-t0ken", BOB: "bob-t0ken"}
+
+
+def stepped(steps: queue.Queue[int | None]) -> str:
+    """A task that reports each progress the test hands it, and ends on None."""
+    handle = current_task()
+    while (value := steps.get(timeout=WAIT)) is not None:
+        handle.update_progress(value, message=f"step to {value}%")
+    return "done"
+
+
+def stoppable() -> None:
+    """A task that runs until its cancel is requested."""
+    handle = current_task()
+    deadline = time.monotonic() + WAIT
+    while not handle.cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.05)
+    raise TaskCancelled(handle.id)
+
+
+@contextlib.contextmanager
+def tasklib_serve(store_url: str) -> Iterator[str]:
+    """``tasklib serve`` in a subprocess, with the administrator's and two users' tokens; yields its origin."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "tasklib", "--db", store_url, "serve", "--port", str(port)]
+    command += ["--token", TOKENS["admin"], "--user-token", f"{ALICE}={TOKENS[ALICE]}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    env["TASKLIB_USER_TOKENS"] = f"{BOB}={TOKENS[BOB]}"  # unused: --user-token given wins
+    command += ["--user-token", f"{BOB}={TOKENS[BOB]}"]
+    origin = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def up() -> bool:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                with urllib.request.urlopen(origin + "/login", timeout=WAIT) as answer:
+                    return bool(answer.status == 200)
+            except OSError:
+                return False
+
+        eventually(up)
+        yield origin
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=WAIT)
+        assert "Traceback" not in stderr, stderr
+
+
+def sign_in(browser: Any, origin: str, token: str) -> None:
+    """Sign in through the /login form, as a person would; lands on the task page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    browser.delete_all_cookies()
+    browser.get(origin + "/")  # no cookie: sent to the form
+    WebDriverWait(browser, WAIT).until(lambda _: browser.current_url == origin + "/login")
+    browser.find_element(By.NAME, "token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_elements(By.ID, "tasklib-tasks"))
+
+
+def page_html(origin: str, token: str) -> str:
+    """The page as a browser without JavaScript gets it: the cookie, no script run."""
+    request = urllib.request.Request(origin + "/", headers={"Cookie": f"tasklib_token={token}"})
+    with urllib.request.urlopen(request, timeout=WAIT) as answer:
+        return str(answer.read().decode())
+
+
+def test_the_page_of_tasklib_serve_follows_a_users_tasks_live(
+    browser: Any, make_tracker: Callable[..., TaskTracker], store_url: str, tmp_path: pathlib.Path
+) -> None:
+    """Signed in as Alice: a task's bar rises step by step and its row ends COMPLETE without a reload;
+    Cancel ends another CANCELLED; Bob sees neither; the page without JavaScript lists them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    tracker = make_tracker(base_url=None)
+    steps: queue.Queue[int | None] = queue.Queue()
+    slow = tracker.submit(stepped, steps, description="Import the orders", submitted_by=ALICE)
+    stopped = tracker.submit(stoppable, description="Rebuild the index", submitted_by=ALICE)
+    bobs = tracker.submit(description="Bob's report", submitted_by=BOB)
+    eventually(lambda: tracker.get(stopped.id).status is TaskStatus.RUNNING)
+    eventually(lambda: tracker.get(slow.id).status is TaskStatus.RUNNING)
+
+    with tasklib_serve(store_url) as origin:
+        # A wrong token is refused by the form, and sets no cookie.
+        wrong = urllib.request.Request(origin + "/login", data=b"token=guess", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(wrong, timeout=WAIT)
+        with refused.value:
+            assert refused.value.code == 401 and "Set-Cookie" not in refused.value.headers
+
+        sign_in(browser, origin, TOKENS[ALICE])
+        browser.execute_script("window.notReloaded = true;")
+
+        def bar() -> int:
+            return int(browser.find_element(By.CSS_SELECTOR, f"#task-{slow.id} progress").get_attribute("value"))
+
+        def status(task_id: str) -> str:
+            return str(browser.find_element(By.CSS_SELECTOR, f"#task-{task_id} .status").text)
+
+        seen = [bar()]
+        for value in (30, 60, 90):  # a step about every second: the page polls once a second
+            steps.put(value)
+            WebDriverWait(browser, WAIT).until(lambda _, value=value: bar() == value)
+            seen.append(bar())
+        browser.set_window_size(1280, 800)
+        browser.save_screenshot(str(tmp_path / "desktop.png"))
+        browser.set_window_size(390, 844)
+        browser.save_screenshot(str(tmp_path / "phone.png"))
+        browser.set_window_size(1280, 800)
+        steps.put(None)
+        WebDriverWait(browser, WAIT).until(lambda _: status(slow.id) == "COMPLETE")
+        assert seen == sorted(set(seen)) and len(seen) >= 3, seen  # rose at least twice
+        assert bar() == 100
+
+        browser.find_element(By.CSS_SELECTOR, f"#task-{stopped.id} button.cancel").click()
+        WebDriverWait(browser, WAIT).until(lambda _: status(stopped.id) == "CANCELLED")
+        assert tracker.get(stopped.id).status is TaskStatus.CANCELLED
+        assert browser.execute_script("return window.notReloaded === true;")
+        assert not browser.find_elements(By.ID, f"task-{bobs.id}")
+
+        # Without JavaScript: the same tasks, server-rendered, current at load.
+        alices = page_html(origin, TOKENS[ALICE])
+        assert f"id='task-{slow.id}'" in alices and f"id='task-{stopped.id}'" in alices
+        assert f"id='task-{bobs.id}'" not in alices and "COMPLETE" in alices and "CANCELLED" in alices
+
+        sign_in(browser, origin, TOKENS[BOB])
+        WebDriverWait(browser, WAIT).until(lambda _: browser.find_elements(By.ID, f"task-{bobs.id}"))
+        for task_id in (slow.id, stopped.id):
+            assert not browser.find_elements(By.ID, f"task-{task_id}")
+            assert f"task-{task_id}'" not in page_html(origin, TOKENS[BOB])
+        # Bob cannot cancel Alice's task through Jira's route either.
+        cancel = urllib.request.Request(
+            f"{origin}{TASK}{slow.id}/cancel", headers={"Cookie": f"tasklib_token={TOKENS[BOB]}"}, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as forbidden:
+            urllib.request.urlopen(cancel, timeout=WAIT)
+        with forbidden.value:
+            assert forbidden.value.code == 403
+        # The administrator's token sees every task.
+        admin = urllib.request.Request(origin + "/", headers={"Authorization": f"Bearer {TOKENS['admin']}"})
+        with urllib.request.urlopen(admin, timeout=WAIT) as answer:
+            every = answer.read().decode()
+        assert all(f"id='task-{task.id}'" in every for task in (slow, stopped, bobs))
