@@ -9,11 +9,20 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 
 from tasklib import TaskStatus, TaskTracker
-from tasklib.server import BACKLOG, TaskServer, is_loopback, make_server
+from tasklib.server import (
+    ADMIN_USER,
+    BACKLOG,
+    TaskServer,
+    TokenAuthenticator,
+    is_loopback,
+    make_server,
+    parse_user_token,
+)
 from tasklib.web import TRUST_ALL
 
 from .helpers import OWNER, TASK, WAIT, bearer, rows, submit
@@ -314,3 +323,139 @@ def test_binding_everywhere_with_a_token_serves(tracker: TaskTracker, task_id: s
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+# -- the page at /, user tokens, the sign-in form --------------------------------------
+
+ALICE_TOKEN, BOB_TOKEN = "alice;=t0ken", "bob-t0ken"  # ";" and "=": the cookie must carry them intact
+ALICE, BOB = 7, 8
+
+
+def request(
+    port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.headers), response.read()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def users_tracker(make_tracker: Callable[..., TaskTracker]) -> TaskTracker:
+    return make_tracker(base_url=None, is_admin=lambda user: user == ADMIN_USER)
+
+
+@contextlib.contextmanager
+def with_users(tracker: TaskTracker) -> Iterator[int]:
+    with running(tracker, token=TOKEN, user_tokens={ALICE: ALICE_TOKEN, BOB: BOB_TOKEN}) as server:
+        yield server.server_port
+
+
+def sign_in(port: int, token: str) -> str:
+    """The Cookie header the sign-in form gives for ``token``."""
+    status, headers, _ = request(port, "POST", "/login", urlencode({"token": token}).encode(), {"Content-Type": FORM})
+    assert (status, headers["Location"]) == (303, "/")
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    return cookie.split(";")[0]
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def test_each_user_sees_their_own_tasks_and_the_administrator_all(users_tracker: TaskTracker) -> None:
+    """By bearer token or by the form's cookie, a user's page and feed list only their tasks."""
+    alices, bobs = submit(users_tracker, user=ALICE), submit(users_tracker, user=BOB)
+    with with_users(users_tracker) as port:
+        for who, own, other in ((ALICE_TOKEN, alices, bobs), (BOB_TOKEN, bobs, alices)):
+            for headers in ({"Authorization": f"Bearer {who}"}, {"Cookie": sign_in(port, who)}):
+                status, _, page = request(port, "GET", "/", headers=headers)
+                assert status == 200 and f"id='task-{own}'".encode() in page
+                assert f"id='task-{other}'".encode() not in page
+                _, _, feed = request(port, "GET", "/tasks.json", headers=headers)
+                assert [task["id"] for task in json.loads(feed)["tasks"]] == [own]
+                status, _, _ = request(port, "GET", f"{TASK}{other}", headers=headers)
+                assert status == 403
+        _, _, feed = request(port, "GET", "/tasks.json", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert {task["id"] for task in json.loads(feed)["tasks"]} == {alices, bobs}
+
+
+def test_the_sign_in_form(users_tracker: TaskTracker) -> None:
+    """The form is plain HTML; a wrong token is 401 and sets nothing; another site's form is 403."""
+    with with_users(users_tracker) as port:
+        status, headers, page = request(port, "GET", "/")
+        assert (status, headers["Location"]) == (303, "/login")
+        status, _, page = request(port, "GET", "/login")
+        assert status == 200 and b"<form method='post' action='/login'>" in page and b"<script" not in page
+        status, headers, page = request(port, "POST", "/login", b"token=guess", {"Content-Type": FORM})
+        assert status == 401 and "Set-Cookie" not in headers and b"not known" in page
+        body = urlencode({"token": ALICE_TOKEN}).encode()
+        status, headers, _ = request(
+            port, "POST", "/login", body, {"Content-Type": FORM, "Origin": "https://evil.example"}
+        )
+        assert status == 403 and "Set-Cookie" not in headers
+        status, _, _ = request(port, "GET", "/", headers={"Cookie": "tasklib_token=guess"})
+        assert status == 303
+        status, _, _ = request(port, "GET", f"{TASK}1", headers={"Cookie": "tasklib_token=guess"})
+        assert status == 401
+
+
+def test_a_cookie_cancel_still_passes_the_xsrf_check(users_tracker: TaskTracker) -> None:
+    """The cookie goes with any request the browser makes: a cancel from another origin is still 403."""
+    task = submit(users_tracker, TaskStatus.RUNNING, user=ALICE)
+    with with_users(users_tracker) as port:
+        cookie = sign_in(port, ALICE_TOKEN)
+        status, _, _ = request(
+            port, "POST", f"{TASK}{task}/cancel", headers={"Cookie": cookie, "Origin": "https://evil.example"}
+        )
+        assert status == 403 and users_tracker.get(task).status is TaskStatus.RUNNING
+        status, _, _ = request(
+            port, "POST", f"{TASK}{task}/cancel", headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
+        )
+        assert status == 202 and users_tracker.get(task).status is TaskStatus.CANCEL_REQUESTED
+
+
+def test_without_tokens_the_page_shows_every_task(tracker: TaskTracker) -> None:
+    """Loopback, no token: everyone is trusted, the page lists every task and /login has nothing to do."""
+    ids = [submit(tracker, user=user) for user in (ALICE, BOB)]
+    with running(tracker) as server:
+        status, _, page = request(server.server_port, "GET", "/")
+        assert status == 200 and all(f"id='task-{task}'".encode() in page for task in ids)
+        assert request(server.server_port, "GET", "/login")[0] == 404
+
+
+def test_user_tokens_are_checked(tracker: TaskTracker, users_tracker: TaskTracker) -> None:
+    """Rejected before anything listens: no administrator, a tracker that does not grant ADMIN_USER, bad tokens."""
+    users = {ALICE: ALICE_TOKEN}
+    with pytest.raises(ValueError, match="administrator's token"):
+        make_server(users_tracker, "127.0.0.1", 0, authenticate=TRUST_ALL, user_tokens=users)
+    with pytest.raises(ValueError, match="is_admin must grant ADMIN_USER"):
+        make_server(tracker, "127.0.0.1", 0, authenticate=TRUST_ALL, token=TOKEN, user_tokens=users)
+    for bad in ({ALICE: TOKEN}, {-2: "x"}, {ALICE: "with space"}, {ALICE: ""}):
+        with pytest.raises(ValueError):
+            make_server(users_tracker, "127.0.0.1", 0, authenticate=TRUST_ALL, token=TOKEN, user_tokens=bad)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("7=abc", (7, "abc")), ("0=a=b", (0, "a=b")), ("7", None), ("-1=x", None), ("x=y", None), ("7=a b", None)],
+)
+def test_parse_user_token(text: str, expected: tuple[int, str] | None) -> None:
+    if expected is None:
+        with pytest.raises(ValueError):
+            parse_user_token(text)
+    else:
+        assert parse_user_token(text) == expected
+
+
+def test_the_authenticator_reads_bearer_before_cookie() -> None:
+    authenticate = TokenAuthenticator(TOKEN, {ALICE: ALICE_TOKEN})
+    cookie = f"a=b; tasklib_token={quote(ALICE_TOKEN, safe='')}"
+    assert authenticate({"cookie": cookie}) == ALICE
+    assert authenticate({"authorization": f"Bearer {TOKEN}", "cookie": cookie}) == ADMIN_USER
+    assert authenticate({"authorization": "Bearer nope", "cookie": cookie}) is None
+    assert authenticate({"authorization": f"Basic {TOKEN}"}) is None
+    assert authenticate({}) is None
