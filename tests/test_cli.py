@@ -793,3 +793,15 @@ def test_run_uses_the_hosts_tracker_and_leaves_it_open(
         assert "(see host tasklib" in capsys.readouterr().err  # one line per usage error, naming the program
     with pytest.raises(TypeError, match="TaskTracker"):
         run_on("tasks.db", ["list"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "pairs, text",
+    [("7", "must be USER_ID=TOKEN"), ("7=a,8=a", "two users have the same token"), ("7=a, 7=b", "given two tokens")],
+)
+def test_user_tokens_from_the_environment_are_checked(
+    hostile_dir: pathlib.Path, run_main: RunMain, pairs: str, text: str
+) -> None:
+    """TASKLIB_USER_TOKENS is read as comma-separated USER_ID=TOKEN pairs, each checked like --user-token."""
+    result = run_main(hostile_dir, "--db", "tasks.db", "serve", "--token", "admin", TASKLIB_USER_TOKENS=pairs)
+    assert result.returncode == 1 and text in error_line(result)
