@@ -14,6 +14,7 @@ import os
 import pathlib
 import queue
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
@@ -57,8 +58,18 @@ def in_thread(server: Any) -> Iterator[int]:
 
 
 class Quiet(WSGIRequestHandler):
+    # A connection the browser opens ahead of need and leaves idle must not hold a
+    # handler thread for the browser's own idle timeout (minutes).
+    timeout = 10
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref's server, one thread per connection: Chromium preconnects a socket it may never use."""
+
+    daemon_threads = True
 
 
 @contextlib.contextmanager
@@ -68,7 +79,7 @@ def tasks_served(kind: str, tracker: TaskTracker, allowed_origins: list[str]) ->
         server: Any = make_task_server(tracker, "127.0.0.1", 0, authenticate=TRUST_ALL, allowed_origins=allowed_origins)
     else:
         app = wsgi_app(tracker, authenticate=TRUST_ALL, allowed_origins=allowed_origins)
-        server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+        server = make_server("127.0.0.1", 0, app, server_class=ThreadingWSGIServer, handler_class=Quiet)
     with in_thread(server) as port:
         yield port
 
