@@ -662,11 +662,7 @@ class Store:
         peewee's, for :meth:`_run` to retry or wrap. No peewee query hooks or
         logging (:meth:`_run` takes the full path while a hook is installed).
         """
-        # _enter(), inlined: this is the path of every get().
-        with self._users_lock:
-            if self._closed:
-                raise StoreError(f"the store {self.name} is closed")
-            self._active += 1
+        self._enter()
         try:
             gate = self._gate
             if write and gate is not None:
