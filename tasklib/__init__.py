@@ -2,6 +2,7 @@
 
 from .aio import AsyncTaskTracker
 from .errors import (
+    DispatchError,
     InvalidTransition,
     PermissionDenied,
     StoreError,
@@ -9,6 +10,7 @@ from .errors import (
     TaskError,
     TaskNotCancellable,
     TaskNotFound,
+    TaskSkipped,
     TrackerClosed,
 )
 from .status import TaskStatus
@@ -18,6 +20,7 @@ from .workers import TaskHandle, current_task
 
 __all__ = [
     "AsyncTaskTracker",
+    "DispatchError",
     "InvalidTransition",
     "PermissionDenied",
     "StoreError",
@@ -27,6 +30,7 @@ __all__ = [
     "TaskHandle",
     "TaskNotCancellable",
     "TaskNotFound",
+    "TaskSkipped",
     "TaskStatus",
     "TaskTracker",
     "TrackerClosed",
