@@ -18,6 +18,7 @@ This file is also the workers' Celery app (``celery -A bench_celery worker``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import signal
@@ -29,14 +30,15 @@ import time
 import uuid
 from typing import Any
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import redis
 from celery import Celery, signals
 
 import tasklib
 from tasklib.contrib.celery import TrackedTask, install
+
+HERE = pathlib.Path(__file__).resolve().parent
 
 BROKER = os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/15")
 QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "tasklib-bench")
@@ -85,7 +87,14 @@ def start_workers(count: int, pool: str, slots: int, store: str, logs: pathlib.P
     for n in range(count):
         log = (logs / f"worker{n}.log").open("wb")
         command = [sys.executable, "-m", "celery", "-A", "bench_celery", "worker", "-P", pool, "-c", str(slots)]
-        command += ["-Q", os.environ["BENCH_CELERY_QUEUE"], "-n", f"bench{n}-{uuid.uuid4().hex[:6]}@%h", "-l", "warning"]
+        command += [
+            "-Q",
+            os.environ["BENCH_CELERY_QUEUE"],
+            "-n",
+            f"bench{n}-{uuid.uuid4().hex[:6]}@%h",
+            "-l",
+            "warning",
+        ]
         command += ["--without-heartbeat", "--without-mingle", "--without-gossip"]
         workers.append(
             subprocess.Popen(command, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -101,10 +110,8 @@ def start_workers(count: int, pool: str, slots: int, store: str, logs: pathlib.P
 
 def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
     for worker in workers:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     for worker in workers:
         try:
             worker.wait(timeout=20)
@@ -182,7 +189,9 @@ def main() -> None:
         f"{args.rounds} alternating rounds (median), store: {kind}"
     )
     print(f"  Celery alone:             {plain_rate:8,.0f} tasks/s   rounds: {', '.join(f'{t:.2f}' for t in plain)} s")
-    print(f"  Celery + tasklib tracked: {tracked_rate:8,.0f} tasks/s   rounds: {', '.join(f'{t:.2f}' for t in tracked)} s")
+    print(
+        f"  Celery + tasklib tracked: {tracked_rate:8,.0f} tasks/s   rounds: {', '.join(f'{t:.2f}' for t in tracked)} s"
+    )
     ratio = tracked_rate / plain_rate
     print(f"  ratio {ratio:.2f} (target >= 0.50): {'PASS' if ratio >= 0.5 else 'FAIL'}")
 
