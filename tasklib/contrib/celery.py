@@ -148,7 +148,7 @@ class TrackedTask(Task):  # Celery has no type hints: Task is Any to mypy
     throws = (TaskCancelled,)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        task_id = self.request.get(HEADER)
+        task_id = _tasklib_id(self.request)
         if task_id is None:
             return super().__call__(*args, **kwargs)
         binding = _binding(self.app)
@@ -180,7 +180,7 @@ class TrackedTask(Task):  # Celery has no type hints: Task is Any to mypy
         request it raises :class:`tasklib.TaskCancelled` instead: the task ends
         CANCELLED and is not retried.
         """
-        if self.request.get(HEADER) is not None and not self.request.is_eager:
+        if _tasklib_id(self.request) is not None and not self.request.is_eager:
             attempt, attempts = self._attempts(options.get("max_retries"))
             if attempts is None or attempt < attempts:  # otherwise Celery gives up: the error ends the task
                 cause = exc if exc is not None else sys.exc_info()[1]
@@ -191,6 +191,15 @@ class TrackedTask(Task):  # Celery has no type hints: Task is Any to mypy
         """This attempt's number (from 1) and how many Celery makes at most (None: no limit)."""
         limit = self.max_retries if override is None else override
         return int(self.request.retries or 0) + 1, None if limit is None else int(limit) + 1
+
+
+def _tasklib_id(request: Any) -> Any:
+    # A worker's request has the message's headers as attributes; an eager run
+    # (task_always_eager) has them only in its headers.
+    found = request.get(HEADER)
+    if found is None:
+        found = (request.get("headers") or {}).get(HEADER)
+    return found
 
 
 def _retry_note(attempt: int, attempts: int | None, cause: object) -> str:
