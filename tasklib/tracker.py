@@ -415,14 +415,16 @@ class TaskTracker:
         """Call ``callback(task)`` with the new snapshot after each status change this tracker makes.
 
         Status changes are: a task submitted, started (also by its first progress
-        report), cancelled or asked to cancel, finished, or found DEAD when read.
-        Progress reports that keep the status, and tasks marked DEAD in bulk by a
-        sweep or at close, are not announced; nor are other processes' changes
-        (use :meth:`watch` for those).
+        report), cancelled or asked to cancel, finished, found DEAD when read, and
+        each task made DEAD in bulk (by :meth:`sweep` and the heartbeat job, at
+        :meth:`open` for a vanished process of this host, at :meth:`close`).
+        Progress reports that keep the status are not announced, nor are other
+        processes' changes (use :meth:`watch` for those).
 
         The callback runs in the thread that made the write, right after it
         committed: the caller's thread for the tracker's methods, a worker thread
-        for a submitted function's start and end. Keep it short (hand long work to
+        for a submitted function's start and end, the scheduler's thread for the
+        heartbeat job's sweep. Keep it short (hand long work to
         a queue); an exception it raises is logged and the write stands. Returns a
         handle whose ``remove()`` unregisters it; ``remove=True`` unregisters
         ``callback`` instead (one registration of it, nothing if none).
