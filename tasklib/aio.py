@@ -33,6 +33,8 @@ from .tracker import DEFAULT_RETENTION, RECHECK, TaskTracker
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
     from .storage import StoreTarget
 
@@ -80,6 +82,8 @@ class AsyncTaskTracker:
         pool_size: int = DEFAULT_POOL_SIZE,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         durability: str = DEFAULT_DURABILITY,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._database = database
         # Handed as they are to the TaskTracker, which checks them.
@@ -98,6 +102,8 @@ class AsyncTaskTracker:
             "pool_size": pool_size,
             "pool_timeout": pool_timeout,
             "durability": durability,
+            "tracer_provider": tracer_provider,
+            "meter_provider": meter_provider,
         }
         self._tracker: TaskTracker | None = None
         self._lock = threading.Lock()

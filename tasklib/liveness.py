@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING
 
 from .errors import TaskNotFound
 from .status import UNFINISHED, Event
+from .telemetry import log
 
 if TYPE_CHECKING:
     from .storage import Heartbeat, Record, Store
 
 __all__ = ["Liveness", "Runner", "gone_message", "process_exists"]
-
-logger = logging.getLogger("tasklib")
 
 _MS = timedelta(milliseconds=1)
 
@@ -161,11 +160,8 @@ class Liveness:
         if not self.store.heartbeat(self.runner.token):
             # Declared dead by another process (we were silent too long): our running
             # tasks were marked DEAD and stop at their next report; carry on as new.
-            logger.warning(
-                "runner %s was declared dead; registering again",
-                self.runner.label,
-                extra={"runner": self.runner.label},
-            )
+            label = self.runner.label
+            log(logging.WARNING, "runner %s was declared dead; registering again", label, runner=label)
             self.register()
         return self.sweep(now)
 

@@ -34,6 +34,7 @@ from playhouse.pool import MaxConnectionsExceeded, PooledDatabase
 from .clock import now_ms
 from .errors import StoreError
 from .status import EFFECTS, UNFINISHED, Effect, Event, TaskStatus, moves, writes
+from .telemetry import log
 
 __all__ = [
     "CHANGE_CHANNEL",
@@ -47,7 +48,6 @@ __all__ = [
     "Version",
 ]
 
-logger = logging.getLogger("tasklib")
 
 #: What a store opens: a SQLite file path, a database URL, ``":memory:"``, or a
 #: peewee Database the host already uses.
@@ -1206,7 +1206,8 @@ class Store:
             try:
                 self._run(f"NOTIFY {CHANGE_CHANNEL}", (), write=True)
             except StoreError as exc:  # the write stands; listeners catch up at their next look
-                logger.warning("could not notify listeners of a change: %s", exc)
+                key = None if task_id is None else str(task_id)
+                log(logging.WARNING, "could not notify listeners of a change: %s", exc, task_id=key)
         if self.written is not None:
             self.written(task_id)
 
@@ -1267,7 +1268,11 @@ class Store:
         if not self._owned:
             return
         if not idle:
-            logger.warning("the store %s closed with statements still running; their connections stay open", self.name)
+            log(
+                logging.WARNING,
+                "the store %s closed with statements still running; their connections stay open",
+                self.name,
+            )
             return
         if isinstance(self.db, (PooledDatabase, _SqliteFile)):
             self.db.close_all()
@@ -1304,7 +1309,7 @@ class _SqliteProbe(ChangeProbe):
                 self._conn = sqlite3.connect(self._path, timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False)
             return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error as exc:
-            logger.debug("could not read the data version of %s: %s", self._path, exc)
+            log(logging.DEBUG, "could not read the data version of %s: %s", self._path, exc)
             self.close()
             return None
 
@@ -1348,7 +1353,7 @@ class _PostgresProbe(ChangeProbe):
                     cursor.execute(f"LISTEN {CHANGE_CHANNEL}")
             except psycopg2.Error as exc:
                 self._pause = min(max(self._pause * 2, PROBE_INTERVAL), PROBE_RECONNECT_LONGEST)
-                logger.debug("could not listen for changes of %s: %s", self._database, exc)
+                log(logging.DEBUG, "could not listen for changes of %s: %s", self._database, exc)
                 return True  # unknown: the store may have changed meanwhile
             self._conn, self._pause = conn, 0.0
             return True
@@ -1361,7 +1366,7 @@ class _PostgresProbe(ChangeProbe):
             self._conn.notifies.clear()
             return heard
         except (psycopg2.Error, OSError, ValueError) as exc:
-            logger.debug("lost the connection listening for changes of %s: %s", self._database, exc)
+            log(logging.DEBUG, "lost the connection listening for changes of %s: %s", self._database, exc)
             self.close()
             return True
 
