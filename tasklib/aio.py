@@ -31,6 +31,7 @@ from .notify import HookHandle, version_of
 from .status import TaskStatus
 from .storage import DEFAULT_DURABILITY, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT
 from .task import Task
+from .telemetry import Telemetry
 from .tracker import DEFAULT_RETENTION, RECHECK, TaskTracker
 
 if TYPE_CHECKING:
@@ -247,6 +248,12 @@ class AsyncTaskTracker:
         if tracker is None:
             raise RuntimeError("the AsyncTaskTracker opens its store at its first awaited call; await open() first")
         return tracker
+
+    @property
+    def telemetry(self) -> Telemetry | None:
+        """The sync tracker's OpenTelemetry spans and metrics; None before it is opened or without the API."""
+        tracker = self._tracker
+        return None if tracker is None else tracker.telemetry
 
     # -- lifecycle --------------------------------------------------------------
 

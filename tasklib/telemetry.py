@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DURATION_METRIC",
     "ENDED_METRIC",
-    "REQUEST_SPAN_KIND",
     "RUN_SPAN",
     "SCOPE",
     "TaskRun",
@@ -55,8 +54,6 @@ RUN_SPAN = "tasklib.task.run"
 ENDED_METRIC = "tasklib.tasks.ended"
 #: The histogram of how long task functions ran, in seconds, by ``tasklib.task.status``.
 DURATION_METRIC = "tasklib.task.duration"
-#: The kind of the span around an HTTP request (OpenTelemetry's ``SpanKind`` name).
-REQUEST_SPAN_KIND = "SERVER"
 
 
 def log(
@@ -171,7 +168,7 @@ class Telemetry:
     def request(self, method: str, path: str) -> Iterator[Callable[[int], None]]:
         """The span around one HTTP request; call what it yields with the response's status code."""
         attributes = {"http.request.method": method, "url.path": path}
-        kind = getattr(self._trace.SpanKind, REQUEST_SPAN_KIND)
+        kind = self._trace.SpanKind.SERVER
         with self._tracer.start_as_current_span(method, kind=kind, attributes=attributes) as span:
 
             def answered(status: int) -> None:

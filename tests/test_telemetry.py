@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import logging
 import os
 import pathlib
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 import tasklib
-from tasklib import TaskCancelled, TaskStatus, TaskTracker
+from tasklib import AsyncTaskTracker, TaskCancelled, TaskStatus, TaskTracker
 from tasklib.telemetry import DURATION_METRIC, ENDED_METRIC, RUN_SPAN, SCOPE
 from tasklib.web import TRUST_ALL, wsgi_app
 
@@ -407,3 +408,26 @@ def test_the_global_providers_serve_when_none_is_given(store_url: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['tasklib.task.run'] [('tasklib.tasks.ended', 1)]"
+
+
+def test_an_async_task_function_runs_in_its_span_on_the_hosts_loop(store_url: str, otel: Otel) -> None:
+    async def work() -> str:
+        await asyncio.sleep(0)
+        with otel.tracer_provider.get_tracer("host").start_as_current_span("awaited work"):
+            await asyncio.sleep(0)
+        return "ok"
+
+    async def main() -> tuple[str, Any]:
+        async with AsyncTaskTracker(
+            store_url, tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider
+        ) as tracker:
+            task = await tracker.wait((await tracker.submit(work)).id, timeout=WAIT)
+            return task.id, tracker.telemetry
+
+    task_id, telemetry = asyncio.run(main())
+    assert telemetry is not None
+    [run] = otel.finished(RUN_SPAN)
+    [inner] = otel.finished("awaited work")
+    assert run.attributes is not None and run.attributes["tasklib.task.id"] == task_id
+    assert inner.parent is not None and inner.parent.span_id == run.context.span_id
+    assert otel.ended() == {"COMPLETE": 1}
