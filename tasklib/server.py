@@ -409,14 +409,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not getattr(self, "request_version", "").startswith("HTTP/1."):
             self.request_version = "HTTP/1.1"  # an error before the request line was read
         self.send_response_only(response.status, HTTPStatus(response.status).phrase)
-        for name, value in response.headers:
+        # HEAD: the GET's header fields, no content.
+        headers, body = response.framed(getattr(self, "command", None) or "")
+        for name, value in headers:
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        if getattr(self, "command", None) != "HEAD":
-            self.wfile.write(response.body)
+        self.wfile.write(body)
         self.wfile.flush()
 
     def finish(self) -> None:
