@@ -107,6 +107,8 @@ _BAD_LENGTH = "The Content-Length header is malformed."
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # What Allow says on each path: HEAD wherever GET is (RFC 9110), OPTIONS everywhere.
 _GET_ALLOW = "GET, HEAD, OPTIONS"
+# What a path sent on the wire keeps unencoded: RFC 3986's pchar, "/" and "%" (already an escape).
+_WIRE_SAFE = "/%!$&'()*+,;=:@~-._"
 _CANCEL_ALLOW = "POST, OPTIONS"
 
 
@@ -770,6 +772,24 @@ def _route_path(scope: Mapping[str, Any]) -> str:
     return path
 
 
+def _asgi_wire_path(scope: Mapping[str, Any]) -> str:
+    """An ASGI request's path within the application, percent-encoded as the client sent it.
+
+    From ``raw_path`` where the server gives it, so that "%2F" and "%23" stay
+    encoded; a fragment a server left in is dropped, as no client sends one.
+    Otherwise the decoded ``path``, encoded again, so the resource decodes it once.
+    """
+    root = str(scope.get("root_path", ""))
+    raw = scope.get("raw_path")
+    if not isinstance(raw, bytes):
+        return quote(_route_path(scope), safe="/", errors="replace")
+    wire = quote(raw.split(b"?", 1)[0].split(b"#", 1)[0], safe=_WIRE_SAFE)
+    encoded_root = quote(root, safe=_WIRE_SAFE, errors="replace")
+    if encoded_root and wire.startswith(encoded_root) and wire[len(encoded_root) : len(encoded_root) + 1] in ("", "/"):
+        return wire[len(encoded_root) :]  # servers put the root path in front of the path
+    return wire
+
+
 async def _read_body(length: str | None, chunks: AsyncIterator[bytes]) -> int | None:
     """Read and drop a request body of at most MAX_BODY + 1 bytes; return its size.
 
@@ -837,13 +857,11 @@ def asgi_app(
             # The first of a repeated field, as Starlette's Headers.get gives it.
             headers.setdefault(bytes(name).decode("latin-1").lower(), bytes(value).decode("latin-1"))
         root = scope.get("root_path", "")
-        path = _route_path(scope)
         server = scope.get("server")
         method = scope.get("method", "")
         response = await resource.handle_async(
             method,
-            # The server decoded the path: encode it again so the resource decodes it once.
-            quote(path, safe="/", errors="replace"),
+            _asgi_wire_path(scope),
             headers,
             scheme=scope.get("scheme", "http"),
             host=headers.get("host") or (f"{server[0]}:{server[1]}" if server else "localhost"),

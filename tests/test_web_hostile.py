@@ -1,4 +1,4 @@
-"""Hostile callers, through every adapter: WSGI, Flask, FastAPI and the server of ``tasklib serve``.
+"""Hostile callers, through every adapter: WSGI, Flask, FastAPI, the server of ``tasklib serve``, ASGI (uvicorn).
 
 Each case runs once per adapter (one parametrized matrix); the fuzz test sends
 at least 1,000 generated requests to each.
@@ -28,6 +28,7 @@ from tasklib.web import (
     MAX_BODY,
     TRUST_ALL,
     TaskResource,
+    asgi_app,
     fastapi_router,
     flask_blueprint,
     origin_of,
@@ -46,6 +47,7 @@ from .helpers import (
     auth,
     bearer,
     body_checker,
+    eventually,
     fuzz_paths,
     is_cancel,
     rows,
@@ -164,6 +166,11 @@ def serve_adapter(stack: contextlib.ExitStack, tracker: TaskTracker, **options: 
 
     stack.callback(stop)
     port = server.server_port
+    return Adapter("serve", f"http://127.0.0.1:{port}", http_send(port))
+
+
+def http_send(port: int) -> Send:
+    """Requests over real HTTP to 127.0.0.1:port, one connection each."""
 
     def send(method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -174,10 +181,34 @@ def serve_adapter(stack: contextlib.ExitStack, tracker: TaskTracker, **options: 
         finally:
             connection.close()
 
-    return Adapter("serve", f"http://127.0.0.1:{port}", send)
+    return send
 
 
-ADAPTERS = {"wsgi": wsgi_adapter, "flask": flask_adapter, "fastapi": fastapi_adapter, "serve": serve_adapter}
+def asgi_adapter(stack: contextlib.ExitStack, tracker: TaskTracker, **options: Any) -> Adapter:
+    """asgi_app served for real by uvicorn, on a free port of 127.0.0.1, in a thread of this process."""
+    uvicorn = pytest.importorskip("uvicorn")
+    config = uvicorn.Config(asgi_app(tracker, **options), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)  # no signal handlers off the main thread
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    stack.callback(stop)
+    eventually(lambda: server.started)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return Adapter("asgi", f"http://127.0.0.1:{port}", http_send(port))
+
+
+ADAPTERS = {
+    "wsgi": wsgi_adapter,
+    "flask": flask_adapter,
+    "fastapi": fastapi_adapter,
+    "serve": serve_adapter,
+    "asgi": asgi_adapter,
+}
 
 
 @pytest.fixture(params=list(ADAPTERS))
