@@ -1,24 +1,29 @@
 """Serve tasks over HTTP as Jira Cloud's task resource: get a task, cancel a task.
 
 :class:`TaskResource` is the whole protocol and needs no web framework: it takes a
-request's method, path and headers and returns a :class:`Response`. Thin adapters
-put it on a server: :func:`wsgi_app` (standard library only), :func:`flask_blueprint`
-(``pip install 'tasktally[flask]'``) and :func:`fastapi_router` (``pip install
-'tasktally[fastapi]'``); flask and fastapi are imported only when those are called.
-Each takes ``authenticate=``, required: the host's authenticator, or
-:data:`TRUST_ALL` when the host authenticates callers in front of tasklib.
+request's method, path and headers and returns a :class:`Response`
+(:meth:`TaskResource.handle`, or :meth:`TaskResource.handle_async` on an event
+loop). Thin adapters put it on a server: :func:`wsgi_app` and :func:`asgi_app`
+(standard library only), :func:`flask_blueprint` (``pip install
+'tasktally[flask]'``) and :func:`fastapi_router` (``pip install
+'tasktally[fastapi]'``); flask and fastapi are imported only when those are
+called. Each takes ``authenticate=``, required: the host's authenticator, or
+:data:`TRUST_ALL` when the host authenticates callers in front of tasklib. Every
+adapter answers the same request the same way.
 
 Status codes and bodies are those of Jira's REST API v3:
 
-======================================  ==========================================
-``GET {prefix}/task/{taskId}``          200 the task, 401, 403, 404
-``POST {prefix}/task/{taskId}/cancel``  202 the task, 400, 401, 403, 404
-another method on either path           405, with ``Allow``
-any other path                          404
-a body over 64 KB                       413, before anything else
-a malformed ``Content-Length``          400
-a cross-origin POST (XSRF check)        403
-======================================  ==========================================
+=============================================  ==========================================
+``GET {prefix}/task/{taskId}``                 200 the task, 401, 403, 404
+``HEAD {prefix}/task/{taskId}``                the GET's status and headers, no content
+``POST {prefix}/task/{taskId}/cancel``         202 the task, 400, 401, 403, 404
+``OPTIONS`` on either path                     204, with ``Allow``
+another method on either path                  405, with ``Allow``
+any other path (``/task``, ``/task/1/``...)    404
+a body over 64 KB                              413, before anything else
+a malformed ``Content-Length``                 400
+a cross-origin POST (XSRF check)               403
+=============================================  ==========================================
 
 Error bodies are Jira's ErrorCollection, ``{"errorMessages": [...], "errors": {}}``,
 except the cancel operation's, which Jira's specification declares as a JSON array
@@ -33,7 +38,7 @@ import enum
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from .aio import AsyncTaskTracker
@@ -52,10 +57,12 @@ __all__ = [
     "DEFAULT_PREFIX",
     "MAX_BODY",
     "TRUST_ALL",
+    "AsyncAuthenticate",
     "Authenticate",
     "Authentication",
     "Response",
     "TaskResource",
+    "asgi_app",
     "fastapi_router",
     "flask_blueprint",
     "origin_of",
@@ -68,6 +75,8 @@ DEFAULT_PREFIX = API_PREFIX
 #: The host's authenticator: request headers (case-insensitive) to a user id, or
 #: None for an anonymous caller.
 Authenticate = Callable[[Mapping[str, str]], int | None]
+#: An ``async def`` authenticator, for the async adapters (:func:`fastapi_router`, :func:`asgi_app`).
+AsyncAuthenticate = Callable[[Mapping[str, str]], Awaitable[int | None]]
 
 
 class _Trust(enum.Enum):
@@ -248,7 +257,7 @@ class TaskResource:
         self,
         tracker: TaskTracker | AsyncTaskTracker,
         *,
-        authenticate: Authentication,
+        authenticate: Authentication | AsyncAuthenticate,
         prefix: str = DEFAULT_PREFIX,
         allowed_origins: Iterable[str] = (),
     ) -> None:
@@ -308,9 +317,15 @@ class TaskResource:
         ``body_size`` is the size of the body an adapter read; without it the
         ``Content-Length`` header says (a body over :data:`MAX_BODY` is 413).
 
+        A HEAD is answered as the GET (send it with :meth:`Response.framed`); an
+        OPTIONS with 204 and ``Allow``, without asking ``authenticate`` or the
+        store.
+
         Nothing in a request makes this raise. It raises what ``authenticate``
         raises (an error there is the host's bug, and the host's to answer), and
-        TrackerClosed or StoreError from the tracker.
+        TrackerClosed or StoreError from the tracker; TypeError on an
+        AsyncTaskTracker or an ``async def`` ``authenticate``, which need
+        :meth:`handle_async`.
         """
         step = self._admit(method, path, headers, scheme, host, body_size)
         if isinstance(step, Response):
@@ -321,7 +336,7 @@ class TaskResource:
         if self.authenticate is not TRUST_ALL:
             if _is_async(self.authenticate):
                 raise TypeError("an async def authenticate needs an async adapter: fastapi_router or asgi_app")
-            user = self.authenticate(headers)
+            user = cast(Authenticate, self.authenticate)(headers)
             if user is None:
                 return step.error(401, _UNAUTHENTICATED)
             _check_user(user)
@@ -361,9 +376,9 @@ class TaskResource:
         user = None
         if self.authenticate is not TRUST_ALL:
             if _is_async(self.authenticate):
-                user = await self.authenticate(headers)  # type: ignore[misc]
+                user = await cast(AsyncAuthenticate, self.authenticate)(headers)
             else:
-                user = await asyncio.to_thread(self.authenticate, headers)
+                user = await asyncio.to_thread(cast(Authenticate, self.authenticate), headers)
             if user is None:
                 return step.error(401, _UNAUTHENTICATED)
             _check_user(user)
@@ -675,7 +690,7 @@ def flask_blueprint(
 def fastapi_router(
     tracker: TaskTracker | AsyncTaskTracker,
     *,
-    authenticate: Authentication,
+    authenticate: Authentication | AsyncAuthenticate,
     prefix: str = DEFAULT_PREFIX,
     allowed_origins: Iterable[str] = (),
 ) -> fastapi.APIRouter:
@@ -820,7 +835,7 @@ async def _asgi_chunks(receive: Callable[[], Awaitable[dict[str, Any]]]) -> Asyn
 def asgi_app(
     tracker: TaskTracker | AsyncTaskTracker,
     *,
-    authenticate: Authentication,
+    authenticate: Authentication | AsyncAuthenticate,
     prefix: str = DEFAULT_PREFIX,
     allowed_origins: Iterable[str] = (),
 ) -> Callable[[dict[str, Any], Any, Any], Awaitable[None]]:

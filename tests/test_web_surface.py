@@ -601,3 +601,47 @@ def test_a_json_body_is_what_each_status_says(adapter: Adapter) -> None:
             status, fields, body = adapter.send(method, path, adapter.owner_headers)
             assert status in (404, 405), (adapter.name, method, path)
             assert (fields.get("content-type"), json.loads(body)["errors"]) == (JSON, {}), (adapter.name, method, path)
+
+
+# -- CORS, as docs/web.md adds it ----------------------------------------------------------------
+
+
+def test_the_documented_cors_lines_let_an_allowed_page_read_and_cancel(tracker: TaskTracker) -> None:
+    """Preflight answered by the host's CORS layer, answers carry Access-Control-Allow-Origin, the cancel is 202."""
+    fastapi = pytest.importorskip("fastapi")
+    flask = pytest.importorskip("flask")
+    flask_cors = pytest.importorskip("flask_cors")
+    cors = pytest.importorskip("starlette.middleware.cors")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
+        testclient = pytest.importorskip("fastapi.testclient")
+    origins = ["https://app.example.com"]
+    options = {"allow_origins": origins, "allow_methods": ["GET", "POST"], "allow_headers": ["Authorization"]}
+    fastapi_app = fastapi.FastAPI()
+    fastapi_app.include_router(fastapi_router(tracker, authenticate=bearer, allowed_origins=origins))
+    fastapi_app.add_middleware(cors.CORSMiddleware, **options)
+    flask_app = flask.Flask(__name__)
+    flask_app.register_blueprint(flask_blueprint(tracker, authenticate=bearer, allowed_origins=origins))
+    flask_cors.CORS(flask_app, origins=origins, allow_headers=["Authorization"])
+    asgi = cors.CORSMiddleware(asgi_app(tracker, authenticate=bearer, allowed_origins=origins), **options)
+
+    page = {"Origin": origins[0], **auth(OWNER)}
+    preflight = {"Origin": origins[0], "Access-Control-Request-Method": "POST"}
+    preflight["Access-Control-Request-Headers"] = "authorization"
+    with testclient.TestClient(fastapi_app) as fastapi_client, testclient.TestClient(asgi) as asgi_client:
+        flask_client = flask_app.test_client()
+        for name, send in [
+            ("fastapi", lambda m, p, h: fastapi_client.request(m, p, headers=h)),
+            ("asgi", lambda m, p, h: asgi_client.request(m, p, headers=h)),
+            ("flask", lambda m, p, h: flask_client.open(p, method=m, headers=h)),
+        ]:
+            task_id = submit(tracker, TaskStatus.RUNNING)
+            answer = send("OPTIONS", TASK + task_id + "/cancel", preflight)
+            assert answer.status_code in (200, 204), name
+            assert answer.headers["Access-Control-Allow-Origin"] == origins[0], name
+            answer = send("GET", TASK + task_id, page)
+            assert (answer.status_code, answer.headers["Access-Control-Allow-Origin"]) == (200, origins[0]), name
+            answer = send("POST", TASK + task_id + "/cancel", page)
+            assert (answer.status_code, answer.headers["Access-Control-Allow-Origin"]) == (202, origins[0]), name
+            evil = send("OPTIONS", TASK + task_id + "/cancel", {**preflight, "Origin": "http://evil.example"})
+            assert "Access-Control-Allow-Origin" not in evil.headers, name
