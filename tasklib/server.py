@@ -19,8 +19,8 @@
 - refuses bodies over :data:`~tasklib.web.MAX_BODY` with 413 before reading them.
 
 Every answer under Jira's prefix is one of Jira's codes (200, 202, 400, 401,
-403, 404, 405, 413) with Jira's JSON body; no answer carries a traceback or a
-file path.
+403, 404, 405, 413) with Jira's JSON body, or 204 to an OPTIONS; a HEAD gets the
+GET's header fields and no content; no answer carries a traceback or a file path.
 """
 
 from __future__ import annotations

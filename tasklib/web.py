@@ -217,7 +217,7 @@ class _Call:
 
 
 def _check_user(user: object) -> None:
-    if not is_int(user):
+    if user is not None and not is_int(user):
         # The host's bug: say so by name rather than let the tracker blame as_user.
         raise TypeError(f"authenticate() must return an int user id or None, not {type(user).__name__}")
 
@@ -339,7 +339,7 @@ class TaskResource:
             user = cast(Authenticate, self.authenticate)(headers)
             if user is None:
                 return step.error(401, _UNAUTHENTICATED)
-            _check_user(user)
+        _check_user(user)
         try:
             task = (
                 self.tracker.cancel(step.task_id, as_user=user)
@@ -381,7 +381,7 @@ class TaskResource:
                 user = await asyncio.to_thread(cast(Authenticate, self.authenticate), headers)
             if user is None:
                 return step.error(401, _UNAUTHENTICATED)
-            _check_user(user)
+        _check_user(user)
         tracker = self.tracker
         try:
             if isinstance(tracker, AsyncTaskTracker):
