@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .clock import now_ms
 from .errors import DispatchError, TaskError
 from .status import Event
+from .telemetry import log
 from .workers import describe
 
 if TYPE_CHECKING:
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from .tracker import TaskTracker
 
 __all__ = ["Dispatcher", "dispatch", "revoke", "run_delivered"]
-
-logger = logging.getLogger("tasklib")
 
 
 class Dispatcher(Protocol):
@@ -87,7 +86,13 @@ def dispatch(
             ledger.transition(task.id, Event.FAIL, message=f"could not be sent: {reason}")
         except TaskError as failed:
             # The task stays ENQUEUED; stale_after, where set, ends it.
-            logger.error("task %s was not sent, and could not be marked FAILED: %s", task.id, failed)
+            log(
+                logging.ERROR,
+                "task %s was not sent, and could not be marked FAILED: %s",
+                task.id,
+                failed,
+                task_id=task.id,
+            )
         raise DispatchError(task.id, reason) from exc
     return task
 
@@ -97,7 +102,7 @@ def revoke(dispatcher: Dispatcher, task_id: str) -> None:
     try:
         dispatcher.revoke(task_id)
     except Exception as exc:
-        logger.warning("could not revoke the message of task %s: %s", task_id, describe(exc))
+        log(logging.WARNING, "could not revoke the message of task %s: %s", task_id, describe(exc), task_id=task_id)
 
 
 def run_delivered(

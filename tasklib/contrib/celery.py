@@ -29,12 +29,11 @@ from celery.exceptions import Ignore, Retry
 
 from ..dispatch import run_delivered
 from ..errors import TaskCancelled, TaskSkipped
+from ..telemetry import log
 from ..tracker import TaskTracker
 from ..workers import current_task, describe
 
 __all__ = ["HEADER", "TrackedTask", "install"]
-
-logger = logging.getLogger("tasklib")
 
 #: The message header that carries the tasklib id of a task (Celery keeps it on retries).
 HEADER = "tasklib_id"
@@ -169,7 +168,7 @@ class TrackedTask(Task):  # Celery has no type hints: Task is Any to mypy
                 retrying=retrying,
             )
         except TaskSkipped as skipped:
-            logger.info("%s: the message is acknowledged and dropped", skipped, extra={"task_id": str(task_id)})
+            log(logging.INFO, "%s: the message is acknowledged and dropped", skipped, task_id=str(task_id))
             raise Ignore(str(skipped)) from None
 
     def retry(self, args: Any = None, kwargs: Any = None, exc: Any = None, *rest: Any, **options: Any) -> Any:
