@@ -28,7 +28,7 @@ from celery import Celery, Signature, Task, signals
 from celery.exceptions import Ignore, Retry
 
 from ..dispatch import run_delivered
-from ..errors import TaskCancelled, TaskSkipped
+from ..errors import TaskCancelled, TaskError, TaskSkipped
 from ..telemetry import log
 from ..tracker import TaskTracker
 from ..workers import current_task, describe
@@ -88,7 +88,11 @@ class _Binding:
     def after_fork(self, **_: Any) -> None:
         # A prefork child: connections and threads of the parent must not be used here.
         self.tracker.after_fork()
-        self.tracker.open()  # this child is a runner from now on: its heartbeat runs
+        try:
+            self.tracker.open()  # this child is a runner from now on: its heartbeat runs
+        except TaskError as exc:
+            # The child still starts: its first task opens the tracker, or fails saying why.
+            log(logging.WARNING, "could not open the tracker in a new pool process: %s", exc)
 
     def shut_down(self, **_: Any) -> None:
         # A stopping worker leaves no task of its own RUNNING: the tracker's close ends them.
