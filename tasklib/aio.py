@@ -239,6 +239,12 @@ class AsyncTaskTracker:
         return await future
 
     @property
+    def base_url(self) -> str | None:
+        """The ``base_url`` this tracker was given (a task's ``self`` is it plus the id)."""
+        base_url: str | None = self._options["base_url"]
+        return base_url
+
+    @property
     def tracker(self) -> TaskTracker:
         """The sync :class:`~tasklib.TaskTracker` behind this one (for the web adapters and tests).
 

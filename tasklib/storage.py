@@ -501,6 +501,9 @@ class Store:
         self.db, self._owned = open_database(
             target, pool_size=pool_size, pool_timeout=pool_timeout, durability=durability
         )
+        # The SQLite connections tasklib opens itself beyond the database's (the
+        # change probe's) take the same durability as the store's own.
+        self._pragmas = check_durability(durability)
         self._users_lock = threading.Lock()
         self._users = threading.Condition(self._users_lock)
         self._active = 0
@@ -1234,7 +1237,7 @@ class Store:
         if self._serial is not None:
             return None  # a private in-memory store: no other process can write it
         if self._is_sqlite:
-            return _SqliteProbe(str(self.db.database))
+            return _SqliteProbe(str(self.db.database), self._pragmas)
         try:
             importlib.import_module("psycopg2")
         except ImportError:  # a host's database on psycopg3: other processes' changes are seen by re-reading
@@ -1298,16 +1301,29 @@ class ChangeProbe:
 class _SqliteProbe(ChangeProbe):
     """``PRAGMA data_version`` changes whenever another connection (of any process) commits."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, pragmas: tuple[tuple[str, Any], ...]) -> None:
         self._path = path
+        self._pragmas = pragmas
         self._conn: sqlite3.Connection | None = None
         self._last: int | None = None
 
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False)
+            try:
+                # The probe only reads, but every connection tasklib opens says the
+                # store's durability, so none can be found weaker than promised.
+                for name, value in self._pragmas:
+                    conn.execute(f"PRAGMA {name} = {value}")
+            except sqlite3.Error:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
     def _version(self) -> int | None:
         try:
-            if self._conn is None:
-                self._conn = sqlite3.connect(self._path, timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False)
-            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            return int(self._connection().execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error as exc:
             log(logging.DEBUG, "could not read the data version of %s: %s", self._path, exc)
             self.close()

@@ -387,7 +387,16 @@ class TaskTracker:
         timeout = seconds(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
         pool = self._pool
-        outcome = pool.outcome(task_id) if pool is not None else None
+        outcome = None
+        if pool is not None:
+            outcome = pool.outcome(task_id)
+            if outcome is None:
+                # Ended here lately (submit many, then wait for each): the snapshot
+                # of its end is the task as it is, as a finished task never changes.
+                finished = pool.finished(task_id)
+                if finished is not None:
+                    self._check_open()
+                    return finished
         if outcome is not None:
             if not outcome.event.wait(timeout):
                 raise TimeoutError(f"task {task_id} did not finish within {timeout} s")

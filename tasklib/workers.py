@@ -8,6 +8,7 @@ polls it for a cancel request. Cancellation is cooperative: nothing is killed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import inspect
@@ -32,6 +33,9 @@ RETRY_FIRST, RETRY_LONGEST = 0.05, 2.0
 #: How long, once the tracker closes, a task's final write keeps being tried before
 #: close() gives up on it (the task is then marked DEAD, or swept by another tracker).
 CLOSE_GRACE = 5.0
+#: How many finished tasks' last snapshots a pool keeps for :meth:`WorkerPool.finished`
+#: (a few MB at most).
+REMEMBERED_FINISHED = 10_000
 
 _current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar("tasklib_current_task", default=None)
 
@@ -234,6 +238,9 @@ class WorkerPool:
         self._queued: dict[str, Future[None]] = {}
         self._running: dict[str, TaskHandle] = {}
         self._outcomes: dict[str, _Outcome] = {}
+        # The last snapshots of tasks this pool finished, newest last, for a wait()
+        # that comes after the end (submit many, then wait for each).
+        self._finished: collections.OrderedDict[str, Task] = collections.OrderedDict()
         self._dirty: set[TaskHandle] = set()
         self._closing_at = float("inf")
         self._cancel_all = False  # close(wait=False): every task that starts from now on is told to stop
@@ -287,6 +294,14 @@ class WorkerPool:
     def outcome(self, task_id: str) -> _Outcome | None:
         """The pending outcome of a task this pool runs, or None if it is not (or no longer) ours."""
         return self._outcomes.get(task_id)
+
+    def finished(self, task_id: str) -> Task | None:
+        """The final snapshot of a task this pool ran to its end lately, or None.
+
+        A finished task never changes again (only a purge may delete it), so the
+        snapshot written at its end is still the task as it is.
+        """
+        return self._finished.get(task_id)
 
     def request_cancel(self, task_id: str) -> None:
         """Let a task running here see a cancel request at once, not one poll later."""
@@ -459,7 +474,14 @@ class WorkerPool:
 
     def _finish(self, task_id: str) -> None:
         with self._lock:
-            outcome = self._outcomes.pop(task_id, None)
+            outcome = self._outcomes.get(task_id)
+            if outcome is not None and outcome.task is not None and outcome.task.status.is_terminal:
+                # Kept before its outcome goes: wait() looks at both without the lock,
+                # and must find the task in one of them.
+                self._finished[task_id] = outcome.task
+                if len(self._finished) > REMEMBERED_FINISHED:
+                    self._finished.popitem(last=False)
+            self._outcomes.pop(task_id, None)
         if outcome is not None:
             outcome.event.set()
 
