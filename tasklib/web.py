@@ -352,6 +352,7 @@ class TaskResource:
             return step.refused(refused)
         return _json(202 if step.cancel else 200, self._located(task, scheme, host, root).to_dict())
 
+    @traced_request
     async def handle_async(
         self,
         method: str,
