@@ -1,5 +1,7 @@
 """tasklib: track long-running tasks for a host application, served as Jira's task resource."""
 
+import logging
+
 from .aio import AsyncTaskTracker
 from .errors import (
     InvalidTransition,
@@ -15,6 +17,10 @@ from .status import TaskStatus
 from .task import Task
 from .tracker import TaskTracker
 from .workers import TaskHandle, current_task
+
+# A library's loggers are the host's to configure: without a handler of the
+# host's, tasklib's records go nowhere rather than to logging's last resort.
+logging.getLogger("tasklib").addHandler(logging.NullHandler())
 
 __all__ = [
     "AsyncTaskTracker",

@@ -37,7 +37,9 @@ class Ledger:
 
     ``url_prefix`` is prefixed to a task's id to make its ``url``. ``announce`` is
     called with the snapshot after each status change this ledger writes (a new
-    task, a transition, a task found dead on reading), in the writing thread.
+    task, a transition, a task found dead on reading) and after each task its
+    liveness rounds make DEAD in bulk (a sweep, a vanished neighbour, this
+    runner's burial at close), in the writing thread.
     """
 
     def __init__(
@@ -54,6 +56,14 @@ class Ledger:
         self.announce = announce
         self._lock = threading.Lock()
         self._started: collections.OrderedDict[int, int] = collections.OrderedDict()
+        liveness.buried = self.announce_buried
+
+    def announce_buried(self, records: list[Record], now: int) -> None:
+        """Announce each task a liveness round made DEAD (``records``, as written at ``now``)."""
+        if self.announce is None:
+            return
+        for record in records:
+            self.announce(self.task(record, now))
 
     def _moved(self, event: Event, record: Record, now: int) -> bool:
         """Whether the write of ``event`` that gave ``record`` at ``now`` changed the task's status."""

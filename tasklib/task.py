@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import TYPE_CHECKING, Any
 
 from .jsonvalue import decode, dumps_acyclic
@@ -127,10 +128,52 @@ class Task:
 
     def to_json(self) -> str:
         """:meth:`to_dict` as compact JSON text (UTF-8 safe, non-ASCII kept as is)."""
-        # A Task's result was read back from JSON, or checked before it was stored.
-        return dumps_acyclic(self.to_dict())
+        # The same text as dumps(to_dict()), written out: Jira's keys and their order
+        # are fixed, so only the values need encoding, and no dict is built and walked
+        # (on a get, the encoder's walk costs more than the read). Texts go through
+        # the encoder's own string escaping, the result through the encoder itself.
+        submitted_by, progress, elapsed, submitted = (
+            self.submitted_by,
+            self.progress,
+            self.elapsed_runtime,
+            self.submitted,
+        )
+        started, finished, last_update = self.started, self.finished, self.last_update
+        if not (
+            type(submitted_by) is int
+            and type(progress) is int
+            and type(elapsed) is int
+            and type(submitted) is int
+            and type(last_update) is int
+            and (started is None or type(started) is int)
+            and (finished is None or type(finished) is int)
+        ):
+            # A Task built by hand with a bool or a float where an int belongs: the
+            # encoder spells those (true, 1.5), which formatting an int would not.
+            return dumps_acyclic(self.to_dict())
+        description, message, result = self.description, self.message, self.result
+        parts = ['{"self":', _json_text(self.url), ',"id":', _json_text(self.id)]
+        if description is not None:
+            parts += (',"description":', _json_text(description))
+        parts += (',"status":', _STATUS_JSON[self.status])
+        if message is not None:
+            parts += (',"message":', _json_text(message))
+        if result is not None:
+            # A Task's result was read back from JSON, or checked before it was stored.
+            parts += (',"result":', dumps_acyclic(result))
+        parts.append(f',"submittedBy":{submitted_by},"progress":{progress},"elapsedRuntime":{elapsed}')
+        parts.append(f',"submitted":{submitted}')
+        if started is not None:
+            parts.append(f',"started":{started}')
+        if finished is not None:
+            parts.append(f',"finished":{finished}')
+        parts.append(f',"lastUpdate":{last_update}}}')
+        return "".join(parts)
 
 
+# The string escaping of json's encoder with ensure_ascii=False, as dumps uses it.
+_json_text = json.encoder.encode_basestring
+_STATUS_JSON = {status: _json_text(status.value) for status in TaskStatus}
 _NEW = object.__new__
 _SETTERS = tuple(getattr(Task, name).__set__ for name in Task.__slots__)
 assert tuple(field.name for field in dataclasses.fields(Task)) == Task.__slots__

@@ -21,10 +21,13 @@ from .notify import ChangeFeed, HookHandle, version_of
 from .status import Event, TaskStatus
 from .storage import DEFAULT_DURABILITY, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, Record, Store, check_durability
 from .task import DEFAULT_BASE_PATH, Task
+from .telemetry import Telemetry, log
 from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
     from .storage import StoreTarget
 
@@ -42,8 +45,6 @@ CLOSED_MESSAGE = "its tracker was closed before it finished"
 #: write is announced; a re-read finds a task whose runner went silent and that no
 #: open tracker's sweep has written DEAD yet.
 RECHECK = 30.0
-
-logger = logging.getLogger("tasklib")
 
 P = ParamSpec("P")
 
@@ -100,6 +101,12 @@ class TaskTracker:
         a power loss too, at one fsync per write). A PostgreSQL server's commit
         settings, and a peewee database the host passes in, are left alone
         under both; any other value is a ValueError.
+    :param tracer_provider: with the ``otel`` extra, the OpenTelemetry tracer
+        provider of the spans around task runs and HTTP requests; None for the
+        API's global one (see :mod:`tasklib.telemetry`).
+    :param meter_provider: likewise, the meter provider of the task counter and
+        the run-time histogram; None for the API's global one. Giving either
+        without ``opentelemetry-api`` installed is a ValueError.
     :raises StoreError: the store cannot be opened.
     :raises TypeError: an option of the wrong type.
     :raises ValueError: an option out of range.
@@ -123,6 +130,8 @@ class TaskTracker:
         pool_size: int = DEFAULT_POOL_SIZE,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         durability: str = DEFAULT_DURABILITY,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         if base_url is not None and not isinstance(base_url, str):
             raise TypeError(f"base_url must be a str or None, not {type(base_url).__name__}")
@@ -152,6 +161,7 @@ class TaskTracker:
         check_durability(durability)
         if scheduler is not None and not hasattr(scheduler, "add_job"):
             raise TypeError("scheduler must be an APScheduler 3.x scheduler, or None")
+        telemetry = Telemetry.create(tracer_provider, meter_provider)
         self.retention = retention
         self.base_url = base_url
         self._is_admin = is_admin
@@ -168,6 +178,9 @@ class TaskTracker:
         self._liveness = Liveness(self._store, Runner(), dead_after=dead_after, stale_after=stale_after)
         self._feed = ChangeFeed(self._store)
         self._store.written = self._feed.changed
+        self._telemetry = telemetry
+        if telemetry is not None:
+            self._feed.add_hook(telemetry.changed)  # counts the tasks that reach a final status
         self._ledger = Ledger(
             self._store,
             self._liveness,
@@ -215,7 +228,13 @@ class TaskTracker:
             self._maintenance.check_free()
             self._liveness.register()
             self._liveness.bury_vanished_neighbours(now_ms())
-            self._pool = WorkerPool(self._ledger, self.max_workers, self.progress_interval)
+            self._pool = WorkerPool(
+                self._ledger,
+                self.max_workers,
+                self.progress_interval,
+                runner=self._liveness.runner.label,
+                telemetry=self._telemetry,
+            )
             self._maintenance.start()
             self._opened = self._liveness.alive = True
         return self
@@ -250,11 +269,16 @@ class TaskTracker:
                 except StoreError as exc:
                     # The heartbeat has stopped: another tracker's sweep ends what is left.
                     label = self._liveness.runner.label
-                    logger.warning("could not end the tasks left at close: %s", exc, extra={"runner": label})
+                    log(logging.WARNING, "could not end the tasks left at close: %s", exc, runner=label)
         finally:
             self._liveness.alive = False
             self._feed.close()
             self._store.close()
+
+    @property
+    def telemetry(self) -> Telemetry | None:
+        """The tracker's OpenTelemetry spans and metrics; None without ``opentelemetry-api`` installed."""
+        return self._telemetry
 
     @property
     def workers(self) -> WorkerPool:
@@ -363,7 +387,16 @@ class TaskTracker:
         timeout = seconds(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
         pool = self._pool
-        outcome = pool.outcome(task_id) if pool is not None else None
+        outcome = None
+        if pool is not None:
+            outcome = pool.outcome(task_id)
+            if outcome is None:
+                # Ended here lately (submit many, then wait for each): the snapshot
+                # of its end is the task as it is, as a finished task never changes.
+                finished = pool.finished(task_id)
+                if finished is not None:
+                    self._check_open()
+                    return finished
         if outcome is not None:
             if not outcome.event.wait(timeout):
                 raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
@@ -415,14 +448,16 @@ class TaskTracker:
         """Call ``callback(task)`` with the new snapshot after each status change this tracker makes.
 
         Status changes are: a task submitted, started (also by its first progress
-        report), cancelled or asked to cancel, finished, or found DEAD when read.
-        Progress reports that keep the status, and tasks marked DEAD in bulk by a
-        sweep or at close, are not announced; nor are other processes' changes
-        (use :meth:`watch` for those).
+        report), cancelled or asked to cancel, finished, found DEAD when read, and
+        each task made DEAD in bulk (by :meth:`sweep` and the heartbeat job, at
+        :meth:`open` for a vanished process of this host, at :meth:`close`).
+        Progress reports that keep the status are not announced, nor are other
+        processes' changes (use :meth:`watch` for those).
 
         The callback runs in the thread that made the write, right after it
         committed: the caller's thread for the tracker's methods, a worker thread
-        for a submitted function's start and end. Keep it short (hand long work to
+        for a submitted function's start and end, the scheduler's thread for the
+        heartbeat job's sweep. Keep it short (hand long work to
         a queue); an exception it raises is logged and the write stands. Returns a
         handle whose ``remove()`` unregisters it; ``remove=True`` unregisters
         ``callback`` instead (one registration of it, nothing if none).

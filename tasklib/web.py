@@ -46,6 +46,7 @@ from .checks import is_int
 from .errors import PermissionDenied, TaskNotCancellable, TaskNotFound
 from .jsonvalue import dumps
 from .task import API_PREFIX, Task
+from .telemetry import traced_request
 from .tracker import TaskTracker
 
 if TYPE_CHECKING:
@@ -292,6 +293,7 @@ class TaskResource:
         self.prefix = prefix
         self.allowed_origins = frozenset(origins)
 
+    @traced_request
     def handle(
         self,
         method: str,

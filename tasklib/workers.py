@@ -8,6 +8,7 @@ polls it for a cancel request. Cancellation is cooperative: nothing is killed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import inspect
@@ -23,16 +24,18 @@ from .errors import InvalidTransition, StoreError, TaskCancelled, TaskError, Tas
 from .jsonvalue import encode_result, storable_text
 from .status import Event, TaskStatus
 from .task import Task
+from .telemetry import TaskRun, Telemetry, log, task_run
 
 __all__ = ["TaskHandle", "TaskLedger", "WorkerPool", "current_task"]
-
-logger = logging.getLogger("tasklib")
 
 #: Backoff of a write the store refused (locked, full, restarting): first and longest pause, seconds.
 RETRY_FIRST, RETRY_LONGEST = 0.05, 2.0
 #: How long, once the tracker closes, a task's final write keeps being tried before
 #: close() gives up on it (the task is then marked DEAD, or swept by another tracker).
 CLOSE_GRACE = 5.0
+#: How many finished tasks' last snapshots a pool keeps for :meth:`WorkerPool.finished`
+#: (a few MB at most).
+REMEMBERED_FINISHED = 10_000
 
 _current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar("tasklib_current_task", default=None)
 
@@ -157,7 +160,13 @@ class TaskHandle:
         except StoreError as exc:
             # Progress can wait: kept for the next write, and the final write carries it anyway.
             self._dirty = True
-            logger.warning("progress not written yet, will retry: %s", exc, extra={"task_id": self.id})
+            log(
+                logging.WARNING,
+                "progress not written yet, will retry: %s",
+                exc,
+                task_id=self.id,
+                runner=self._pool.runner,
+            )
             self._pool.flush_later(self)
             return
         self._see(task)
@@ -201,10 +210,24 @@ class _Outcome:
 
 
 class WorkerPool:
-    """The tracker's worker threads, started by the first submit(fn), and its progress flusher."""
+    """The tracker's worker threads, started by the first submit(fn), and its progress flusher.
 
-    def __init__(self, ledger: TaskLedger, max_workers: int, interval: float) -> None:
+    ``runner`` (``host:pid``) goes into the pool's log records; ``telemetry``
+    traces and times each run of a task function.
+    """
+
+    def __init__(
+        self,
+        ledger: TaskLedger,
+        max_workers: int,
+        interval: float,
+        *,
+        runner: str | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.ledger = ledger
+        self.runner = runner
+        self.telemetry = telemetry
         self._interval = interval
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tasklib-worker")
         self._max_workers = max_workers
@@ -215,6 +238,9 @@ class WorkerPool:
         self._queued: dict[str, Future[None]] = {}
         self._running: dict[str, TaskHandle] = {}
         self._outcomes: dict[str, _Outcome] = {}
+        # The last snapshots of tasks this pool finished, newest last, for a wait()
+        # that comes after the end (submit many, then wait for each).
+        self._finished: collections.OrderedDict[str, Task] = collections.OrderedDict()
         self._dirty: set[TaskHandle] = set()
         self._closing_at = float("inf")
         self._cancel_all = False  # close(wait=False): every task that starts from now on is told to stop
@@ -268,6 +294,14 @@ class WorkerPool:
     def outcome(self, task_id: str) -> _Outcome | None:
         """The pending outcome of a task this pool runs, or None if it is not (or no longer) ours."""
         return self._outcomes.get(task_id)
+
+    def finished(self, task_id: str) -> Task | None:
+        """The final snapshot of a task this pool ran to its end lately, or None.
+
+        A finished task never changes again (only a purge may delete it), so the
+        snapshot written at its end is still the task as it is.
+        """
+        return self._finished.get(task_id)
 
     def request_cancel(self, task_id: str) -> None:
         """Let a task running here see a cancel request at once, not one poll later."""
@@ -323,17 +357,25 @@ class WorkerPool:
                 return write()
             except StoreError as exc:
                 if time.monotonic() - self._closing_at > CLOSE_GRACE:
-                    logger.error(
-                        "gave up writing the %s of task %s at close: %s", what, task_id, exc, extra={"task_id": task_id}
+                    log(
+                        logging.ERROR,
+                        "gave up writing the %s of task %s at close: %s",
+                        what,
+                        task_id,
+                        exc,
+                        task_id=task_id,
+                        runner=self.runner,
                     )
                     return None
-                logger.warning(
+                log(
+                    logging.WARNING,
                     "could not write the %s of task %s, retrying in %.2f s: %s",
                     what,
                     task_id,
                     pause,
                     exc,
-                    extra={"task_id": task_id},
+                    task_id=task_id,
+                    runner=self.runner,
                 )
                 time.sleep(pause)
                 pause = min(pause * 2, RETRY_LONGEST)
@@ -370,7 +412,14 @@ class WorkerPool:
                 try:
                     handle.flush_if_due()
                 except Exception:
-                    logger.exception("could not write the progress of task %s", handle.id, extra={"task_id": handle.id})
+                    log(
+                        logging.ERROR,
+                        "could not write the progress of task %s",
+                        handle.id,
+                        task_id=handle.id,
+                        runner=self.runner,
+                        exc_info=True,
+                    )
                 if handle._dirty:  # the pool and its handles share this module
                     self.flush_later(handle)
 
@@ -404,24 +453,42 @@ class WorkerPool:
                 self._cancel_quietly(task_id)
                 handle._request_cancel()
             try:
-                self._run(handle, fn, args, kwargs)
+                with task_run(self.telemetry, task_id, self.runner) as run:
+                    run.ended(self._run(handle, fn, args, kwargs, run))
             finally:
                 with self._lock:
                     self._running.pop(task_id, None)
                     self._dirty.discard(handle)
         except BaseException:
             # Nothing a task does may kill a worker: even a failed store write ends here.
-            logger.exception("worker failed while running task %s", task_id, extra={"task_id": task_id})
+            log(
+                logging.ERROR,
+                "worker failed while running task %s",
+                task_id,
+                task_id=task_id,
+                runner=self.runner,
+                exc_info=True,
+            )
         finally:
             self._finish(task_id)
 
     def _finish(self, task_id: str) -> None:
         with self._lock:
-            outcome = self._outcomes.pop(task_id, None)
+            outcome = self._outcomes.get(task_id)
+            if outcome is not None and outcome.task is not None and outcome.task.status.is_terminal:
+                # Kept before its outcome goes: wait() looks at both without the lock,
+                # and must find the task in one of them.
+                self._finished[task_id] = outcome.task
+                if len(self._finished) > REMEMBERED_FINISHED:
+                    self._finished.popitem(last=False)
+            self._outcomes.pop(task_id, None)
         if outcome is not None:
             outcome.event.set()
 
-    def _run(self, handle: TaskHandle, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _run(
+        self, handle: TaskHandle, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], run: TaskRun
+    ) -> Task | None:
+        """Run the task's function and record how it ended; the task as recorded (None if it could not be)."""
         task_id = handle.id
         token = _current.set(handle)
         try:
@@ -431,31 +498,35 @@ class WorkerPool:
 
                 result = asyncio.run(_await(result))
         except TaskCancelled as exc:
-            self._end_cancelled(handle, exc)
-            return
+            return self._end_cancelled(handle, exc)
         except BaseException as exc:
-            logger.error("task %s failed", task_id, exc_info=exc, extra={"task_id": task_id})
-            self._end(handle, Event.FAIL, message=describe(exc))
-            return
+            # The task's own failure, recorded as its outcome: for the operator a
+            # warning with the traceback, not an error of tasklib or the host.
+            ordinary = isinstance(exc, Exception)
+            level = logging.WARNING if ordinary else logging.ERROR
+            log(level, "task %s failed", task_id, task_id=task_id, runner=self.runner, exc_info=exc)
+            run.failed(exc)
+            return self._end(handle, Event.FAIL, message=describe(exc))
         finally:
             _current.reset(token)
         try:
             encoded = encode_result(result)
         except (TypeError, ValueError) as exc:
             message = f"the task returned a {type(result).__name__}, which cannot be stored as JSON: {exc}"
-            self._end(handle, Event.FAIL, message=storable_text(message))
-            return
-        self._end(handle, Event.COMPLETE, result=encoded)
+            log(logging.WARNING, "task %s failed: %s", task_id, message, task_id=task_id, runner=self.runner)
+            return self._end(handle, Event.FAIL, message=storable_text(message))
+        return self._end(handle, Event.COMPLETE, result=encoded)
 
-    def _end_cancelled(self, handle: TaskHandle, exc: TaskCancelled) -> None:
+    def _end_cancelled(self, handle: TaskHandle, exc: TaskCancelled) -> Task | None:
         try:
-            self._end(handle, Event.ACKNOWLEDGE_CANCEL, quiet=False)
+            return self._end(handle, Event.ACKNOWLEDGE_CANCEL, quiet=False)
         except InvalidTransition as refused:
             if refused.status is TaskStatus.RUNNING:
                 # TaskCancelled raised with no cancel request: the task gave up on its own.
-                self._end(handle, Event.FAIL, message=describe(exc))
+                return self._end(handle, Event.FAIL, message=describe(exc))
+            return None
 
-    def _end(self, handle: TaskHandle, event: Event, *, quiet: bool = True, **data: Any) -> None:
+    def _end(self, handle: TaskHandle, event: Event, *, quiet: bool = True, **data: Any) -> Task | None:
         """Record how the task ended, with its last progress report in the same write."""
         progress, message = handle._last_report()
         data.setdefault("message", message)
@@ -465,13 +536,21 @@ class WorkerPool:
         except (InvalidTransition, TaskNotFound) as exc:
             if not quiet and isinstance(exc, InvalidTransition):
                 raise
-            logger.warning("task %s ended, but could not be recorded: %s", handle.id, exc, extra={"task_id": handle.id})
-            return
+            log(
+                logging.WARNING,
+                "task %s ended, but could not be recorded: %s",
+                handle.id,
+                exc,
+                task_id=handle.id,
+                runner=self.runner,
+            )
+            return None
         if task is None:
-            return
+            return None
         outcome = self._outcomes.get(handle.id)
         if outcome is not None:
             outcome.task = task
+        return task
 
 
 def describe(exc: BaseException) -> str:

@@ -184,3 +184,46 @@ def test_read_path_builds_the_same_task_and_text() -> None:
         assert dumps_acyclic(value) == dumps(value)
     with pytest.raises(ValueError):
         dumps_acyclic([math.nan])
+
+
+def test_to_json_writes_the_text_of_dumps_of_to_dict() -> None:
+    """to_json() spells out Jira's keys itself: the same text as the encoder's, whatever a task holds.
+
+    Every optional key present and absent; texts with quotes, backslashes, control
+    characters, non-ASCII and a lone surrogate; results of every JSON type; a task
+    built by hand with a bool or a float where an int belongs.
+    """
+    from tasklib.jsonvalue import dumps
+
+    texts = [None, "", 'say "hi"\\', "tab\there\nnew\x01\x1f", "d\u00e9j\u00e0 \u2603 \U0001f600", "\ud800", "\u2028"]
+    results = [None, 0, -1.5, 10**30, "text", [1, None, True], {"k": {"n": [False]}}, {}]
+    tasks = []
+    for i, status in enumerate(TaskStatus):
+        for j, text in enumerate(texts):
+            started = None if j % 3 == 0 else 1_700_000_000_001
+            finished = None if j % 2 == 0 else 1_700_000_000_009
+            tasks.append(
+                Task(
+                    str(i * 100 + j + 1),
+                    f"https://example.com/{text or ''}/task/{i}",
+                    status,
+                    -(2**63),
+                    j * 10,
+                    8,
+                    1_700_000_000_000,
+                    1_700_000_000_009,
+                    description=text,
+                    message=texts[-1 - j],
+                    result=results[j % len(results)],
+                    started=started,
+                    finished=finished,
+                )
+            )
+    base = tasks[0]
+    tasks += [
+        Task(base.id, base.url, base.status, True, False, 1.5, 1, 2),  # type: ignore[arg-type]
+        Task(base.id, base.url, base.status, 1, 2, 3, 4, 5, started=True, finished=2.5),  # type: ignore[arg-type]
+    ]
+    for task in tasks:
+        assert task.to_json() == dumps(task.to_dict()), task
+    assert json.loads(tasks[-2].to_json())["submittedBy"] is True

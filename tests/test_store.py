@@ -208,6 +208,26 @@ def test_durability_reaches_every_connection(db_path: pathlib.Path, durability: 
     tracker.close()
 
 
+@pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
+def test_durability_reaches_the_change_probe(db_path: pathlib.Path, durability: str, synchronous: int) -> None:
+    """The connection that watches the file for other processes' writes has the store's durability too."""
+    tracker = TaskTracker(str(db_path), durability=durability)
+    task = tracker.submit()
+    watching = threading.Thread(target=tracker.wait, args=(task.id, WAIT))
+    watching.start()  # the first waiter starts the listening thread, which opens the probe
+
+    def probe_connection() -> sqlite3.Connection | None:
+        probe = tracker.changes._probe
+        return None if probe is None else probe._conn  # type: ignore[attr-defined]
+
+    eventually(lambda: probe_connection() is not None)
+    conn = probe_connection()
+    assert conn is not None and conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous
+    tracker.complete(task.id)
+    watching.join(WAIT)
+    tracker.close()
+
+
 @pytest.mark.parametrize("durability", ["NORMAL", "off", "", None, 2])
 def test_durability_is_normal_or_full(db_path: pathlib.Path, durability: object) -> None:
     """Any other durability is refused, naming the allowed ones, before anything is opened."""
