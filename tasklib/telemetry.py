@@ -220,6 +220,22 @@ def traced_request(handle: F) -> F:
     return cast(F, traced)
 
 
+def traced_request_async(handle: F) -> F:
+    """:func:`traced_request` for a coroutine ``handle_async(method, path, ...)``: the span spans its awaits."""
+
+    @functools.wraps(handle)
+    async def traced(resource: _Resource, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        telemetry = getattr(resource.tracker, "telemetry", None)
+        if not isinstance(telemetry, Telemetry):
+            return await handle(resource, method, path, *args, **kwargs)
+        with telemetry.request(method, path) as answered:
+            response: _Answer = await handle(resource, method, path, *args, **kwargs)
+            answered(response.status)
+            return response
+
+    return cast(F, traced)
+
+
 def _version() -> str | None:
     from importlib import metadata
 

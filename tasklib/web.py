@@ -46,7 +46,7 @@ from .checks import is_int
 from .errors import PermissionDenied, TaskNotCancellable, TaskNotFound
 from .jsonvalue import dumps
 from .task import API_PREFIX, Task
-from .telemetry import traced_request
+from .telemetry import traced_request, traced_request_async
 from .tracker import TaskTracker
 
 if TYPE_CHECKING:
@@ -352,6 +352,7 @@ class TaskResource:
             return step.refused(refused)
         return _json(202 if step.cancel else 200, self._located(task, scheme, host, root).to_dict())
 
+    @traced_request_async
     async def handle_async(
         self,
         method: str,

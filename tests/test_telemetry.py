@@ -21,7 +21,7 @@ import pytest
 import tasklib
 from tasklib import AsyncTaskTracker, TaskCancelled, TaskStatus, TaskTracker
 from tasklib.telemetry import DURATION_METRIC, ENDED_METRIC, RUN_SPAN, SCOPE
-from tasklib.web import TRUST_ALL, wsgi_app
+from tasklib.web import TRUST_ALL, asgi_app, wsgi_app
 
 from .helpers import WAIT
 
@@ -321,6 +321,32 @@ def test_a_span_around_each_http_request(traced: TaskTracker, otel: Otel) -> Non
         ),
     ]
     assert otel.ended() == {"CANCELLED": 1}
+
+
+def test_a_span_around_each_request_of_the_async_adapters(traced: TaskTracker, otel: Otel) -> None:
+    """asgi_app (and so fastapi_router, through handle_async) traces each request as the WSGI app does."""
+    app = asgi_app(traced, authenticate=TRUST_ALL)
+    task = traced.submit(description="served")
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    for path in (f"/rest/api/3/task/{task.id}", "/rest/api/3/task/999999"):
+        asyncio.run(app({"type": "http", "method": "GET", "path": path, "headers": []}, receive, send))
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200, 404]
+    spans = [s for s in otel.spans.get_finished_spans() if s.name != RUN_SPAN]
+    assert [(s.name, s.kind, dict(s.attributes or {})) for s in spans] == [
+        (
+            "GET",
+            trace.SpanKind.SERVER,
+            {"http.request.method": "GET", "url.path": path, "http.response.status_code": code},
+        )
+        for path, code in ((f"/rest/api/3/task/{task.id}", 200), ("/rest/api/3/task/999999", 404))
+    ]
 
 
 #: Run in a fresh interpreter where OpenTelemetry cannot be imported.
