@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from .storage import StoreTarget
 
-__all__ = ["CALL_THREADS", "AsyncTaskTracker"]
+__all__ = ["CALL_THREADS", "AsyncTaskTracker", "CallThreads"]
 
 #: The threads an async tracker runs its store calls on. Few: a call holds one
 #: only while the store answers, and waiting for a task holds none.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -202,15 +203,34 @@ class _Answer(Protocol):
 def traced_request(handle: F) -> F:
     """Wrap a web resource's ``handle(method, path, ...)``: a span around each request, when the tracker has telemetry.
 
-    The resource's ``tracker`` (a TaskTracker, or anything with a ``telemetry``)
-    gives the :class:`Telemetry`; the response's ``status`` becomes the span's
-    ``http.response.status_code``.
+    ``handle`` may be a plain method or an ``async def`` one. The resource's
+    ``tracker`` (a TaskTracker or an AsyncTaskTracker, anything with a
+    ``telemetry``) gives the :class:`Telemetry`; the response's ``status``
+    becomes the span's ``http.response.status_code``.
     """
+
+    def telemetry_of(resource: _Resource) -> Telemetry | None:
+        telemetry = getattr(resource.tracker, "telemetry", None)
+        return telemetry if isinstance(telemetry, Telemetry) else None
+
+    if inspect.iscoroutinefunction(handle):
+
+        @functools.wraps(handle)
+        async def traced_async(resource: _Resource, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+            telemetry = telemetry_of(resource)
+            if telemetry is None:
+                return await handle(resource, method, path, *args, **kwargs)
+            with telemetry.request(method, path) as answered:
+                response: _Answer = await handle(resource, method, path, *args, **kwargs)
+                answered(response.status)
+                return response
+
+        return cast(F, traced_async)
 
     @functools.wraps(handle)
     def traced(resource: _Resource, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
-        telemetry = getattr(resource.tracker, "telemetry", None)
-        if not isinstance(telemetry, Telemetry):
+        telemetry = telemetry_of(resource)
+        if telemetry is None:
             return handle(resource, method, path, *args, **kwargs)
         with telemetry.request(method, path) as answered:
             response: _Answer = handle(resource, method, path, *args, **kwargs)

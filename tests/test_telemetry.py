@@ -21,7 +21,7 @@ import pytest
 import tasklib
 from tasklib import AsyncTaskTracker, TaskCancelled, TaskStatus, TaskTracker
 from tasklib.telemetry import DURATION_METRIC, ENDED_METRIC, RUN_SPAN, SCOPE
-from tasklib.web import TRUST_ALL, wsgi_app
+from tasklib.web import TRUST_ALL, asgi_app, wsgi_app
 
 from .helpers import WAIT
 
@@ -431,3 +431,56 @@ def test_an_async_task_function_runs_in_its_span_on_the_hosts_loop(store_url: st
     assert run.attributes is not None and run.attributes["tasklib.task.id"] == task_id
     assert inner.parent is not None and inner.parent.span_id == run.context.span_id
     assert otel.ended() == {"COMPLETE": 1}
+
+
+def test_a_span_around_each_request_of_the_async_adapters(store_url: str, otel: Otel) -> None:
+    """asgi_app on an AsyncTaskTracker: TaskResource.handle_async is traced as handle is."""
+
+    async def request(app: Any, method: str, path: str) -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"localhost")],
+            "server": ("localhost", 80),
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    async def main() -> tuple[str, list[int]]:
+        async with AsyncTaskTracker(
+            store_url, tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider
+        ) as tracker:
+            app = asgi_app(tracker, authenticate=TRUST_ALL)
+            task = await tracker.submit(description="served")
+            codes = [
+                await request(app, "GET", f"/rest/api/3/task/{task.id}"),
+                await request(app, "POST", f"/rest/api/3/task/{task.id}/cancel"),
+                await request(app, "GET", "/rest/api/3/task/"),
+            ]
+            return task.id, codes
+
+    task_id, codes = asyncio.run(main())
+    assert codes == [200, 202, 404]
+    spans = [s for s in otel.spans.get_finished_spans() if s.name != RUN_SPAN]
+    assert [(s.name, s.kind, (s.attributes or {}).get("http.response.status_code")) for s in spans] == [
+        ("GET", trace.SpanKind.SERVER, 200),
+        ("POST", trace.SpanKind.SERVER, 202),
+        ("GET", trace.SpanKind.SERVER, 404),
+    ]
+    assert (spans[1].attributes or {}).get("url.path") == f"/rest/api/3/task/{task_id}/cancel"
+    assert otel.ended() == {"CANCELLED": 1}
