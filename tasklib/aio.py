@@ -16,8 +16,10 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import queue
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,14 +31,17 @@ from .notify import HookHandle, version_of
 from .status import TaskStatus
 from .storage import DEFAULT_DURABILITY, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT
 from .task import Task
+from .telemetry import Telemetry
 from .tracker import DEFAULT_RETENTION, RECHECK, TaskTracker
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
     from .storage import StoreTarget
 
-__all__ = ["CALL_THREADS", "AsyncTaskTracker"]
+__all__ = ["CALL_THREADS", "AsyncTaskTracker", "CallThreads"]
 
 #: The threads an async tracker runs its store calls on. Few: a call holds one
 #: only while the store answers, and waiting for a task holds none.
@@ -46,6 +51,108 @@ CALL_THREADS = 4
 LOOP_CHECK = 0.5
 
 R = TypeVar("R")
+
+
+_Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
+
+
+class _Mailbox:
+    """The results the call threads hand back, by loop; the first of a batch wakes its loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+
+    def post(self, loop: asyncio.AbstractEventLoop, outcome: _Outcome) -> None:
+        with self._lock:
+            batch = self._ready.get(loop)
+            if batch is None:
+                self._ready[loop] = [outcome]
+            else:
+                batch.append(outcome)
+        if batch is None:  # the first of a batch: the loop must come and take it
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits it now
+                loop.call_soon_threadsafe(self._settle, loop)
+
+    def _settle(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            batch = self._ready.pop(loop, [])
+        for future, result, error in batch:
+            if future.cancelled():
+                continue  # its awaiter was cancelled; the call itself ran to its end
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+
+def _serve(calls: queue.SimpleQueue[tuple[Any, ...] | None], mailbox: _Mailbox) -> None:
+    """A call thread: run the calls handed over until told to stop."""
+    while True:
+        item = calls.get()
+        if item is None:
+            return
+        loop, future, fn = item
+        outcome: _Outcome
+        try:
+            outcome = (future, fn(), None)
+        except BaseException as exc:
+            outcome = (future, None, exc)
+        mailbox.post(loop, outcome)
+        del item, outcome, future, fn  # not kept alive while waiting for the next call
+
+
+def _stop_threads(calls: queue.SimpleQueue[tuple[Any, ...] | None], threads: list[threading.Thread]) -> None:
+    for _ in threads:
+        calls.put(None)
+
+
+class CallThreads:
+    """The threads that run an async tracker's store calls, handed over from the loop and back.
+
+    Cheaper than ``loop.run_in_executor`` where it counts, on a short read: a call
+    goes in through one C queue, and results go back to each loop in batches (the
+    first result of a batch wakes the loop; those that come before it runs are
+    taken by the same turn), not one wake-up of the loop per call. The threads
+    start with the first call and end at :meth:`shutdown`, or once this object is
+    garbage (a tracker never closed). A call whose future was cancelled still runs
+    to its end; its result is dropped.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size = size
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._mailbox = _Mailbox()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        # The threads hold the queue and the mailbox, never this object.
+        self._stop = weakref.finalize(self, _stop_threads, self._queue, self._threads)
+
+    def submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], R]) -> asyncio.Future[R]:
+        """Run ``fn()`` on a call thread; a future of ``loop`` gets its result. RuntimeError once shut down."""
+        if not self._stop.alive:
+            raise RuntimeError("the call threads are shut down")
+        future: asyncio.Future[R] = loop.create_future()
+        if len(self._threads) < self._size:
+            self._start_threads()
+        self._queue.put((loop, future, fn))
+        return future
+
+    def _start_threads(self) -> None:
+        with self._lock:
+            if not self._stop.alive:
+                raise RuntimeError("the call threads are shut down")
+            while len(self._threads) < self._size:
+                name = f"{self._name}_{len(self._threads)}"
+                thread = threading.Thread(target=_serve, args=(self._queue, self._mailbox), name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def shutdown(self) -> None:
+        """Let the threads end once the calls already handed over have run; later calls raise RuntimeError."""
+        with self._lock:
+            self._stop()  # once only
 
 
 class AsyncTaskTracker:
@@ -80,6 +187,8 @@ class AsyncTaskTracker:
         pool_size: int = DEFAULT_POOL_SIZE,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         durability: str = DEFAULT_DURABILITY,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._database = database
         # Handed as they are to the TaskTracker, which checks them.
@@ -98,10 +207,12 @@ class AsyncTaskTracker:
             "pool_size": pool_size,
             "pool_timeout": pool_timeout,
             "durability": durability,
+            "tracer_provider": tracer_provider,
+            "meter_provider": meter_provider,
         }
         self._tracker: TaskTracker | None = None
         self._lock = threading.Lock()
-        self._executor = concurrent.futures.ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="tasklib-async")
+        self._calls = CallThreads(CALL_THREADS, "tasklib-async")
         self._closed = False
 
     # -- the one way into the sync tracker -----------------------------------
@@ -122,10 +233,16 @@ class AsyncTaskTracker:
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         try:
-            future = loop.run_in_executor(self._executor, context.run, run)
+            future = self._calls.submit(loop, functools.partial(context.run, run))
         except RuntimeError:  # the call threads are gone
             raise TrackerClosed("the tracker is closed") from None
         return await future
+
+    @property
+    def base_url(self) -> str | None:
+        """The ``base_url`` this tracker was given (a task's ``self`` is it plus the id)."""
+        base_url: str | None = self._options["base_url"]
+        return base_url
 
     @property
     def tracker(self) -> TaskTracker:
@@ -137,6 +254,12 @@ class AsyncTaskTracker:
         if tracker is None:
             raise RuntimeError("the AsyncTaskTracker opens its store at its first awaited call; await open() first")
         return tracker
+
+    @property
+    def telemetry(self) -> Telemetry | None:
+        """The sync tracker's OpenTelemetry spans and metrics; None before it is opened or without the API."""
+        tracker = self._tracker
+        return None if tracker is None else tracker.telemetry
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -159,7 +282,7 @@ class AsyncTaskTracker:
                 await self._call(TaskTracker.close, wait)
         finally:
             self._closed = True
-            self._executor.shutdown(wait=False)
+            self._calls.shutdown()
 
     async def __aenter__(self) -> AsyncTaskTracker:
         return await self.open()

@@ -7,6 +7,8 @@ import logging
 import math
 from typing import Any
 
+from .telemetry import log
+
 __all__ = ["MAX_DEPTH", "decode", "dumps", "dumps_acyclic", "encode", "encode_result", "storable_text"]
 
 #: How deeply a stored value may nest lists and objects. Python's JSON reader
@@ -14,7 +16,6 @@ __all__ = ["MAX_DEPTH", "decode", "dumps", "dumps_acyclic", "encode", "encode_re
 #: back by a caller already some frames deep; Jira's results are shallow.
 MAX_DEPTH = 100
 
-logger = logging.getLogger("tasklib")
 
 # One encoder for every call: json.dumps with options builds a new one each time.
 _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -84,7 +85,7 @@ def decode(text: str) -> Any:
     try:
         return json.loads(text)
     except (RecursionError, ValueError) as exc:
-        logger.warning("a stored result cannot be read back (%s); it is shown as absent", type(exc).__name__)
+        log(logging.WARNING, "a stored result cannot be read back (%s); it is shown as absent", type(exc).__name__)
         return None
 
 

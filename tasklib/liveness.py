@@ -18,19 +18,19 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .errors import TaskNotFound
 from .status import UNFINISHED, Event
+from .telemetry import log
 
 if TYPE_CHECKING:
     from .storage import Heartbeat, Record, Store
 
 __all__ = ["Liveness", "Runner", "gone_message", "process_exists"]
-
-logger = logging.getLogger("tasklib")
 
 _MS = timedelta(milliseconds=1)
 
@@ -71,7 +71,9 @@ class Liveness:
     """The DEAD rules of one tracker's runner on one store.
 
     ``alive`` is whether this runner is registered and heartbeating (its tracker
-    is open): its own tasks are never dead to it then.
+    is open): its own tasks are never dead to it then. ``buried``, when set, is
+    called with the rows each bulk round (a sweep, a neighbour's or this runner's
+    burial) made DEAD and its ``now``, after the write committed.
     """
 
     def __init__(self, store: Store, runner: Runner, *, dead_after: timedelta, stale_after: timedelta | None) -> None:
@@ -80,6 +82,12 @@ class Liveness:
         self.dead_after = dead_after
         self.stale_after = stale_after
         self.alive = False
+        self.buried: Callable[[list[Record], int], None] | None = None
+
+    def _bury(self, records: list[Record], now: int) -> int:
+        if records and self.buried is not None:
+            self.buried(records, now)
+        return len(records)
 
     def register(self) -> None:
         """Record this runner and its first heartbeat; StoreError."""
@@ -133,9 +141,9 @@ class Liveness:
         count = 0
         dead = self.store.dead_runners(self.dead_after // _MS, me=self.runner.token, shift_ms=shift_ms)
         for token, host, pid in dead:
-            count += self.store.bury_runner(token, gone_message(f"{host}:{pid}"), now)
+            count += self._bury(self.store.bury_runner(token, gone_message(f"{host}:{pid}"), now), now)
         if self.stale_after is not None:
-            count += self.store.bury_stale(now - self.stale_after // _MS, self.stale_message(), now)
+            count += self._bury(self.store.bury_stale(now - self.stale_after // _MS, self.stale_message(), now), now)
         return count
 
     def bury_vanished_neighbours(self, now: int) -> int:
@@ -143,7 +151,8 @@ class Liveness:
         count = 0
         for token, pid in self.store.runners_on_host(self.runner.host, me=self.runner.token):
             if not process_exists(pid):
-                count += self.store.bury_runner(token, f"runner {self.runner.host}:{pid} is no longer running", now)
+                message = f"runner {self.runner.host}:{pid} is no longer running"
+                count += self._bury(self.store.bury_runner(token, message, now), now)
         return count
 
     def heartbeat_round(self, now: int) -> int:
@@ -151,15 +160,12 @@ class Liveness:
         if not self.store.heartbeat(self.runner.token):
             # Declared dead by another process (we were silent too long): our running
             # tasks were marked DEAD and stop at their next report; carry on as new.
-            logger.warning(
-                "runner %s was declared dead; registering again",
-                self.runner.label,
-                extra={"runner": self.runner.label},
-            )
+            label = self.runner.label
+            log(logging.WARNING, "runner %s was declared dead; registering again", label, runner=label)
             self.register()
         return self.sweep(now)
 
     def bury_self(self, message: str, now: int) -> int:
         """End this runner: its unfinished tasks become DEAD with ``message``; StoreError."""
         self.alive = False
-        return self.store.bury_runner(self.runner.token, message, now)
+        return self._bury(self.store.bury_runner(self.runner.token, message, now), now)

@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .storage import PURGE_LEASE
+from .telemetry import log
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PURGE_LEASE_MS", "Maintenance", "purge_round"]
 
-logger = logging.getLogger("tasklib")
 
 #: How long the purge lease is held without renewal before another process may
 #: take it (its holder died).
@@ -74,7 +74,7 @@ class _Rounds:
                 try:
                     job()
                 except Exception:
-                    logger.exception("%s failed; it runs again next round", what)
+                    log(logging.ERROR, "%s failed; it runs again next round", what, exc_info=True)
 
         run.__name__ = run.__qualname__ = f"tasklib_{what}"
         return run

@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterator
 from .errors import StoreError
 from .storage import PROBE_INTERVAL, ChangeProbe, Store, Version
 from .task import Task
+from .telemetry import log
 
 __all__ = ["ChangeFeed", "HookHandle", "Watch", "version_of"]
-
-logger = logging.getLogger("tasklib")
 
 #: Seconds the listening thread stays once nobody waits, so a caller that waits
 #: again at once finds it still running.
@@ -56,7 +55,7 @@ class Watch:
             self._wake()
         except Exception:
             # A waiter whose event loop has closed: nobody is left to wake.
-            logger.debug("could not wake a waiter of task %s", self.key, exc_info=True)
+            log(logging.DEBUG, "could not wake a waiter of task %s", self.key, task_id=str(self.key), exc_info=True)
 
 
 class HookHandle:
@@ -156,6 +155,15 @@ class ChangeFeed:
                 return False
             return True
 
+    @property
+    def hooks(self) -> list[Callable[[Task], object]]:
+        """The registered callbacks, in order.
+
+        Read without the lock: in a forked child the lock may be held by a thread
+        of the parent that no longer exists (copying a list is atomic in CPython).
+        """
+        return list(self._hooks)
+
     def announce(self, task: Task) -> None:
         """Call every hook with ``task``, a snapshot after a status change this process wrote.
 
@@ -169,7 +177,7 @@ class ChangeFeed:
             try:
                 hook(task)
             except Exception:
-                logger.exception("an on_change hook failed for task %s", task.id, extra={"task_id": task.id})
+                log(logging.ERROR, "an on_change hook failed for task %s", task.id, task_id=task.id, exc_info=True)
 
     # -- the listening thread -------------------------------------------------
 
@@ -217,7 +225,7 @@ class ChangeFeed:
         try:
             versions = self._store.versions({w.key for w in watches})
         except StoreError as exc:
-            logger.debug("could not read the versions of watched tasks: %s", exc)
+            log(logging.DEBUG, "could not read the versions of watched tasks: %s", exc)
             return  # the waiters' own reads find out soon enough
         for watch in watches:
             if watch.seen is None or versions.get(watch.key) != watch.seen:

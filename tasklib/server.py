@@ -19,8 +19,8 @@
 - refuses bodies over :data:`~tasklib.web.MAX_BODY` with 413 before reading them.
 
 Every answer under Jira's prefix is one of Jira's codes (200, 202, 400, 401,
-403, 404, 405, 413) with Jira's JSON body; no answer carries a traceback or a
-file path.
+403, 404, 405, 413) with Jira's JSON body, or 204 to an OPTIONS; a HEAD gets the
+GET's header fields and no content; no answer carries a traceback or a file path.
 """
 
 from __future__ import annotations
@@ -409,14 +409,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not getattr(self, "request_version", "").startswith("HTTP/1."):
             self.request_version = "HTTP/1.1"  # an error before the request line was read
         self.send_response_only(response.status, HTTPStatus(response.status).phrase)
-        for name, value in response.headers:
+        # HEAD: the GET's header fields, no content.
+        headers, body = response.framed(getattr(self, "command", None) or "")
+        for name, value in headers:
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        if getattr(self, "command", None) != "HEAD":
-            self.wfile.write(response.body)
+        self.wfile.write(body)
         self.wfile.flush()
 
     def finish(self) -> None:

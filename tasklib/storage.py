@@ -34,6 +34,7 @@ from playhouse.pool import MaxConnectionsExceeded, PooledDatabase
 from .clock import now_ms
 from .errors import StoreError
 from .status import EFFECTS, UNFINISHED, Effect, Event, TaskStatus, moves, writes
+from .telemetry import log
 
 __all__ = [
     "CHANGE_CHANNEL",
@@ -47,7 +48,6 @@ __all__ = [
     "Version",
 ]
 
-logger = logging.getLogger("tasklib")
 
 #: What a store opens: a SQLite file path, a database URL, ``":memory:"``, or a
 #: peewee Database the host already uses.
@@ -711,16 +711,17 @@ class Store:
     ) -> tuple[list[tuple[Any, ...]], int]:
         return self._run(stmt.sql, stmt.bind(values), write=write, **options)
 
-    def _in_transaction(self, steps: list[tuple[_Statement, dict[str, Any]]]) -> list[int]:
-        """Run write statements in one transaction; their row counts. StoreError, all undone, if one fails."""
+    def _in_transaction(self, steps: list[tuple[_Statement, dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
+        """Run write statements in one transaction; the rows each returned. StoreError, all undone, if one fails."""
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 with self._session(write=True), self._transaction():
-                    counts = []
+                    results = []
                     for stmt, values in steps:
                         cursor = self.db.execute_sql(stmt.sql, stmt.bind(values))
-                        counts.append(cursor.rowcount)
-                    return counts
+                        # Every row, before the next statement: a RETURNING is not done until read.
+                        results.append(cursor.fetchall() if cursor.description else [])
+                    return results
             except peewee.InterfaceError as exc:
                 # Not retried: a transaction's outcome is unknown once its connection is unusable.
                 self._retry_or_raise(exc, attempt, write=True, retry_broken=False)
@@ -868,8 +869,11 @@ class Store:
                 self._lists[by_status, by_user] = _Statement(query.order_by(T.id.desc()).limit(_p("limit")))
         by_id = (T.id == _p("id"),)
         self._events = {event: _Statement(self._transition(event, by_id).returning(*cols)) for event in Event}
-        self._kill_runner = _Statement(self._transition(Event.DIE, (T.runner == _p("runner"),)))
-        self._kill_stale = _Statement(self._transition(Event.DIE, (T.runner.is_null(), T.last_update < _p("cutoff"))))
+        # The bulk kills return the rows they made DEAD, for the on_change hooks.
+        self._kill_runner = _Statement(self._transition(Event.DIE, (T.runner == _p("runner"),)).returning(*cols))
+        self._kill_stale = _Statement(
+            self._transition(Event.DIE, (T.runner.is_null(), T.last_update < _p("cutoff"))).returning(*cols)
+        )
         # Purging walks the ids of the expired tasks in ranges: tasks finish roughly
         # in id order, so a range is a run of neighbouring rows, deleted as cheaply as
         # one big DELETE would, but in short transactions. Only finished tasks have a
@@ -1176,21 +1180,27 @@ class Store:
         rows, _ = self._exec(self._runners_on_host, {"host": host, "token": me}, write=False)
         return [(str(r[0]), int(r[1])) for r in rows]
 
-    def bury_runner(self, token: str, message: str, now: int) -> int:
-        """Mark every unfinished task of a runner DEAD and forget the runner, in one transaction."""
-        kill = {"runner": token, "now": now, "message": message, "progress": None, "result": None}
-        count, _ = self._in_transaction([(self._kill_runner, kill), (self._runner_delete, {"token": token})])
-        if count:
-            self._written(None)
-        return count
+    def bury_runner(self, token: str, message: str, now: int) -> list[Record]:
+        """Mark every unfinished task of a runner DEAD and forget the runner, in one transaction.
 
-    def bury_stale(self, cutoff: int, message: str, now: int) -> int:
-        """Mark DEAD the unfinished tasks with no runner whose last update is older than ``cutoff``."""
-        values = {"cutoff": cutoff, "now": now, "message": message, "progress": None, "result": None}
-        _, count = self._exec(self._kill_stale, values, write=True)
-        if count:
+        Returns the tasks it made DEAD, as they then are.
+        """
+        kill = {"runner": token, "now": now, "message": message, "progress": None, "result": None}
+        rows, _ = self._in_transaction([(self._kill_runner, kill), (self._runner_delete, {"token": token})])
+        if rows:
             self._written(None)
-        return count
+        return [Record._make(row) for row in rows]
+
+    def bury_stale(self, cutoff: int, message: str, now: int) -> list[Record]:
+        """Mark DEAD the unfinished tasks with no runner whose last update is older than ``cutoff``.
+
+        Returns the tasks it made DEAD, as they then are.
+        """
+        values = {"cutoff": cutoff, "now": now, "message": message, "progress": None, "result": None}
+        rows, _ = self._exec(self._kill_stale, values, write=True)
+        if rows:
+            self._written(None)
+        return [Record._make(row) for row in rows]
 
     # -- change notifications ---------------------------------------------------
 
@@ -1199,7 +1209,8 @@ class Store:
             try:
                 self._run(f"NOTIFY {CHANGE_CHANNEL}", (), write=True)
             except StoreError as exc:  # the write stands; listeners catch up at their next look
-                logger.warning("could not notify listeners of a change: %s", exc)
+                key = None if task_id is None else str(task_id)
+                log(logging.WARNING, "could not notify listeners of a change: %s", exc, task_id=key)
         if self.written is not None:
             self.written(task_id)
 
@@ -1260,7 +1271,11 @@ class Store:
         if not self._owned:
             return
         if not idle:
-            logger.warning("the store %s closed with statements still running; their connections stay open", self.name)
+            log(
+                logging.WARNING,
+                "the store %s closed with statements still running; their connections stay open",
+                self.name,
+            )
             return
         if isinstance(self.db, (PooledDatabase, _SqliteFile)):
             self.db.close_all()
@@ -1310,7 +1325,7 @@ class _SqliteProbe(ChangeProbe):
         try:
             return int(self._connection().execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error as exc:
-            logger.debug("could not read the data version of %s: %s", self._path, exc)
+            log(logging.DEBUG, "could not read the data version of %s: %s", self._path, exc)
             self.close()
             return None
 
@@ -1354,7 +1369,7 @@ class _PostgresProbe(ChangeProbe):
                     cursor.execute(f"LISTEN {CHANGE_CHANNEL}")
             except psycopg2.Error as exc:
                 self._pause = min(max(self._pause * 2, PROBE_INTERVAL), PROBE_RECONNECT_LONGEST)
-                logger.debug("could not listen for changes of %s: %s", self._database, exc)
+                log(logging.DEBUG, "could not listen for changes of %s: %s", self._database, exc)
                 return True  # unknown: the store may have changed meanwhile
             self._conn, self._pause = conn, 0.0
             return True
@@ -1367,7 +1382,7 @@ class _PostgresProbe(ChangeProbe):
             self._conn.notifies.clear()
             return heard
         except (psycopg2.Error, OSError, ValueError) as exc:
-            logger.debug("lost the connection listening for changes of %s: %s", self._database, exc)
+            log(logging.DEBUG, "lost the connection listening for changes of %s: %s", self._database, exc)
             self.close()
             return True
 

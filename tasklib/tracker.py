@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, overload
 
 from .checks import MAX_ID, check_message, check_progress, check_text, check_user, grants, is_int, is_number, parse_id
 from .clock import Instant, duration_ms, now_ms, seconds, to_ms
+from .dispatch import Dispatcher, dispatch, revoke
 from .errors import InvalidTransition, PermissionDenied, StoreError, TaskNotFound, TrackerClosed
 from .jsonvalue import encode_result
 from .ledger import Ledger
@@ -21,10 +23,13 @@ from .notify import ChangeFeed, HookHandle, version_of
 from .status import Event, TaskStatus
 from .storage import DEFAULT_DURABILITY, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, Record, Store, check_durability
 from .task import DEFAULT_BASE_PATH, Task
+from .telemetry import Telemetry, log
 from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
     from .storage import StoreTarget
 
@@ -43,9 +48,21 @@ CLOSED_MESSAGE = "its tracker was closed before it finished"
 #: open tracker's sweep has written DEAD yet.
 RECHECK = 30.0
 
-logger = logging.getLogger("tasklib")
-
 P = ParamSpec("P")
+
+
+class _Settings(NamedTuple):
+    """What a tracker is built from, kept to build it again in a forked child."""
+
+    database: StoreTarget
+    pool_size: int
+    pool_timeout: float
+    durability: str
+    dead_after: timedelta
+    stale_after: timedelta | None
+    purge_interval: timedelta
+    heartbeat_interval: timedelta
+    scheduler: BaseScheduler | None
 
 
 class TaskTracker:
@@ -100,6 +117,12 @@ class TaskTracker:
         a power loss too, at one fsync per write). A PostgreSQL server's commit
         settings, and a peewee database the host passes in, are left alone
         under both; any other value is a ValueError.
+    :param tracer_provider: with the ``otel`` extra, the OpenTelemetry tracer
+        provider of the spans around task runs and HTTP requests; None for the
+        API's global one (see :mod:`tasklib.telemetry`).
+    :param meter_provider: likewise, the meter provider of the task counter and
+        the run-time histogram; None for the API's global one. Giving either
+        without ``opentelemetry-api`` installed is a ValueError.
     :raises StoreError: the store cannot be opened.
     :raises TypeError: an option of the wrong type.
     :raises ValueError: an option out of range.
@@ -123,6 +146,8 @@ class TaskTracker:
         pool_size: int = DEFAULT_POOL_SIZE,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         durability: str = DEFAULT_DURABILITY,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         if base_url is not None and not isinstance(base_url, str):
             raise TypeError(f"base_url must be a str or None, not {type(base_url).__name__}")
@@ -152,40 +177,108 @@ class TaskTracker:
         check_durability(durability)
         if scheduler is not None and not hasattr(scheduler, "add_job"):
             raise TypeError("scheduler must be an APScheduler 3.x scheduler, or None")
+        telemetry = Telemetry.create(tracer_provider, meter_provider)
         self.retention = retention
         self.base_url = base_url
         self._is_admin = is_admin
         self.max_workers = max_workers
         self.progress_interval = float(progress_interval)
         self.durability = durability
-        self._store = Store(
-            database,
+        self._settings = _Settings(
+            database=database,
             pool_size=pool_size,
             pool_timeout=max(pool_wait or 0.0, 1e-6),  # peewee reads 0 as forever
             durability=durability,
+            dead_after=dead_after,
+            stale_after=stale_after,
+            purge_interval=purge_interval,
+            heartbeat_interval=heartbeat_interval,
+            scheduler=scheduler,
+        )
+        self._dispatchers: tuple[Dispatcher, ...] = ()
+        self._inherited: list[object] = []
+        self._telemetry = telemetry
+        self._build(name)
+        if telemetry is not None:
+            self._feed.add_hook(telemetry.changed)  # counts the tasks that reach a final status
+
+    def _build(self, name: str | None) -> None:
+        """Open the store and make the parts that hold connections, threads or this process's identity."""
+        settings = self._settings
+        self._pid = os.getpid()
+        self._store = Store(
+            settings.database,
+            pool_size=settings.pool_size,
+            pool_timeout=settings.pool_timeout,
+            durability=settings.durability,
         )
         self.name = name if name is not None else f"tasklib:{self._store.key}"
-        self._liveness = Liveness(self._store, Runner(), dead_after=dead_after, stale_after=stale_after)
+        self._liveness = Liveness(
+            self._store, Runner(), dead_after=settings.dead_after, stale_after=settings.stale_after
+        )
         self._feed = ChangeFeed(self._store)
         self._store.written = self._feed.changed
         self._ledger = Ledger(
             self._store,
             self._liveness,
-            url_prefix=base_url if base_url is not None else DEFAULT_BASE_PATH,
+            url_prefix=self.base_url if self.base_url is not None else DEFAULT_BASE_PATH,
             announce=self._feed.announce,
         )
         self._maintenance = Maintenance(
             name=self.name,
             purge=self._purge_round,
             heartbeat=self._heartbeat_round,
-            purge_interval=purge_interval,
-            heartbeat_interval=heartbeat_interval,
-            scheduler=scheduler,
+            purge_interval=settings.purge_interval,
+            heartbeat_interval=settings.heartbeat_interval,
+            scheduler=settings.scheduler,
         )
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
         self._opened = False
         self._closing = False
+
+    def after_fork(self) -> TaskTracker:
+        """Make this tracker usable in a process forked from the one that built it; returns it.
+
+        A forked child inherits the parent's connections, whose sockets and file
+        locks it shares with the parent, and none of its threads. This forgets
+        them without closing them (closing would end the parent's sessions),
+        opens the store again, and gives the child its own runner identity; the
+        tracker is then unopened, as a new one. Change hooks carry over. Does
+        nothing in the process that built the tracker, or if it was already
+        called in this one. Celery's prefork pool calls it through
+        :func:`tasklib.contrib.celery.install`.
+
+        A host's own peewee database is reused as it is: under a forking pool, give
+        the tracker a path or URL instead. A host's scheduler must run in the child.
+        Raises TrackerClosed once closed, StoreError.
+        """
+        if os.getpid() == self._pid:
+            return self
+        if self._closing:
+            raise TrackerClosed("the tracker is closed")
+        hooks = self._feed.hooks
+        # Kept referenced, never closed: their finalizers would close the parent's connections.
+        self._inherited.append((self._store, self._feed, self._pool, self._maintenance))
+        self._build(self.name)
+        for hook in hooks:
+            self._feed.add_hook(hook)
+        return self
+
+    def add_dispatcher(self, dispatcher: Dispatcher) -> None:
+        """Hand the functions ``dispatcher`` claims to its task queue, from now on (see :mod:`tasklib.dispatch`).
+
+        :meth:`submit` then records such a function's task ENQUEUED and sends it to
+        the queue rather than running it here, and :meth:`cancel` of an ENQUEUED
+        task asks the queue to drop its message. Adding the same dispatcher twice
+        does nothing. :func:`tasklib.contrib.celery.install` calls this.
+        Raises TypeError for an object that is no dispatcher.
+        """
+        if not all(callable(getattr(dispatcher, name, None)) for name in ("claims", "send", "revoke")):
+            raise TypeError("a dispatcher has claims(fn), send(task_id, fn, args, kwargs) and revoke(task_id)")
+        with self._lock:
+            if dispatcher not in self._dispatchers:
+                self._dispatchers = (*self._dispatchers, dispatcher)
 
     @property
     def dead_after(self) -> timedelta:
@@ -215,7 +308,13 @@ class TaskTracker:
             self._maintenance.check_free()
             self._liveness.register()
             self._liveness.bury_vanished_neighbours(now_ms())
-            self._pool = WorkerPool(self._ledger, self.max_workers, self.progress_interval)
+            self._pool = WorkerPool(
+                self._ledger,
+                self.max_workers,
+                self.progress_interval,
+                runner=self._liveness.runner.label,
+                telemetry=self._telemetry,
+            )
             self._maintenance.start()
             self._opened = self._liveness.alive = True
         return self
@@ -250,11 +349,16 @@ class TaskTracker:
                 except StoreError as exc:
                     # The heartbeat has stopped: another tracker's sweep ends what is left.
                     label = self._liveness.runner.label
-                    logger.warning("could not end the tasks left at close: %s", exc, extra={"runner": label})
+                    log(logging.WARNING, "could not end the tasks left at close: %s", exc, runner=label)
         finally:
             self._liveness.alive = False
             self._feed.close()
             self._store.close()
+
+    @property
+    def telemetry(self) -> Telemetry | None:
+        """The tracker's OpenTelemetry spans and metrics; None without ``opentelemetry-api`` installed."""
+        return self._telemetry
 
     @property
     def workers(self) -> WorkerPool:
@@ -332,6 +436,11 @@ class TaskTracker:
             self._check_open()
         elif not callable(fn):
             raise TypeError(f"submit() takes a callable to run, not {type(fn).__name__}")
+        else:
+            dispatcher = next((d for d in self._dispatchers if d.claims(fn)), None)
+            if dispatcher is not None:
+                self._check_open()
+                return dispatch(self._ledger, dispatcher, fn, args, kwargs, description, submitted_by)
         pool = self.workers if fn is not None else None
         if pool is None or fn is None:
             return self._ledger.insert(description=description, submitted_by=submitted_by, now=now_ms(), owned=False)
@@ -424,14 +533,16 @@ class TaskTracker:
         """Call ``callback(task)`` with the new snapshot after each status change this tracker makes.
 
         Status changes are: a task submitted, started (also by its first progress
-        report), cancelled or asked to cancel, finished, or found DEAD when read.
-        Progress reports that keep the status, and tasks marked DEAD in bulk by a
-        sweep or at close, are not announced; nor are other processes' changes
-        (use :meth:`watch` for those).
+        report), cancelled or asked to cancel, finished, found DEAD when read, and
+        each task made DEAD in bulk (by :meth:`sweep` and the heartbeat job, at
+        :meth:`open` for a vanished process of this host, at :meth:`close`).
+        Progress reports that keep the status are not announced, nor are other
+        processes' changes (use :meth:`watch` for those).
 
         The callback runs in the thread that made the write, right after it
         committed: the caller's thread for the tracker's methods, a worker thread
-        for a submitted function's start and end. Keep it short (hand long work to
+        for a submitted function's start and end, the scheduler's thread for the
+        heartbeat job's sweep. Keep it short (hand long work to
         a queue); an exception it raises is logged and the write stands. Returns a
         handle whose ``remove()`` unregisters it; ``remove=True`` unregisters
         ``callback`` instead (one registration of it, nothing if none).
@@ -525,6 +636,9 @@ class TaskTracker:
         pool = self._pool
         if pool is not None and task.status is TaskStatus.CANCEL_REQUESTED:
             pool.request_cancel(task.id)
+        elif task.status is TaskStatus.CANCELLED:
+            for dispatcher in self._dispatchers:
+                revoke(dispatcher, task.id)
         return task
 
     def purge(self, now: Instant | None = None, *, dry_run: bool = False) -> int:

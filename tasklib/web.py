@@ -1,24 +1,29 @@
 """Serve tasks over HTTP as Jira Cloud's task resource: get a task, cancel a task.
 
 :class:`TaskResource` is the whole protocol and needs no web framework: it takes a
-request's method, path and headers and returns a :class:`Response`. Thin adapters
-put it on a server: :func:`wsgi_app` (standard library only), :func:`flask_blueprint`
-(``pip install 'tasktally[flask]'``) and :func:`fastapi_router` (``pip install
-'tasktally[fastapi]'``); flask and fastapi are imported only when those are called.
-Each takes ``authenticate=``, required: the host's authenticator, or
-:data:`TRUST_ALL` when the host authenticates callers in front of tasklib.
+request's method, path and headers and returns a :class:`Response`
+(:meth:`TaskResource.handle`, or :meth:`TaskResource.handle_async` on an event
+loop). Thin adapters put it on a server: :func:`wsgi_app` and :func:`asgi_app`
+(standard library only), :func:`flask_blueprint` (``pip install
+'tasktally[flask]'``) and :func:`fastapi_router` (``pip install
+'tasktally[fastapi]'``); flask and fastapi are imported only when those are
+called. Each takes ``authenticate=``, required: the host's authenticator, or
+:data:`TRUST_ALL` when the host authenticates callers in front of tasklib. Every
+adapter answers the same request the same way.
 
 Status codes and bodies are those of Jira's REST API v3:
 
-======================================  ==========================================
-``GET {prefix}/task/{taskId}``          200 the task, 401, 403, 404
-``POST {prefix}/task/{taskId}/cancel``  202 the task, 400, 401, 403, 404
-another method on either path           405, with ``Allow``
-any other path                          404
-a body over 64 KB                       413, before anything else
-a malformed ``Content-Length``          400
-a cross-origin POST (XSRF check)        403
-======================================  ==========================================
+=============================================  ==========================================
+``GET {prefix}/task/{taskId}``                 200 the task, 401, 403, 404
+``HEAD {prefix}/task/{taskId}``                the GET's status and headers, no content
+``POST {prefix}/task/{taskId}/cancel``         202 the task, 400, 401, 403, 404
+``OPTIONS`` on either path                     204, with ``Allow``
+another method on either path                  405, with ``Allow``
+any other path (``/task``, ``/task/1/``...)    404
+a body over 64 KB                              413, before anything else
+a malformed ``Content-Length``                 400
+a cross-origin POST (XSRF check)               403
+=============================================  ==========================================
 
 Error bodies are Jira's ErrorCollection, ``{"errorMessages": [...], "errors": {}}``,
 except the cancel operation's, which Jira's specification declares as a JSON array
@@ -27,17 +32,21 @@ of strings. Every body is ``application/json;charset=UTF-8``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from urllib.parse import quote, unquote, urlsplit
 
+from .aio import AsyncTaskTracker
 from .checks import is_int
 from .errors import PermissionDenied, TaskNotCancellable, TaskNotFound
 from .jsonvalue import dumps
 from .task import API_PREFIX, Task
+from .telemetry import traced_request
 from .tracker import TaskTracker
 
 if TYPE_CHECKING:
@@ -49,10 +58,12 @@ __all__ = [
     "DEFAULT_PREFIX",
     "MAX_BODY",
     "TRUST_ALL",
+    "AsyncAuthenticate",
     "Authenticate",
     "Authentication",
     "Response",
     "TaskResource",
+    "asgi_app",
     "fastapi_router",
     "flask_blueprint",
     "origin_of",
@@ -65,6 +76,8 @@ DEFAULT_PREFIX = API_PREFIX
 #: The host's authenticator: request headers (case-insensitive) to a user id, or
 #: None for an anonymous caller.
 Authenticate = Callable[[Mapping[str, str]], int | None]
+#: An ``async def`` authenticator, for the async adapters (:func:`fastapi_router`, :func:`asgi_app`).
+AsyncAuthenticate = Callable[[Mapping[str, str]], Awaitable[int | None]]
 
 
 class _Trust(enum.Enum):
@@ -102,6 +115,11 @@ _XSRF_FAILED = "XSRF check failed"  # Jira's words for a refused cross-origin re
 _TOO_LARGE = "The request body is too large."
 _BAD_LENGTH = "The Content-Length header is malformed."
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# What Allow says on each path: HEAD wherever GET is (RFC 9110), OPTIONS everywhere.
+_GET_ALLOW = "GET, HEAD, OPTIONS"
+# What a path sent on the wire keeps unencoded: RFC 3986's pchar, "/" and "%" (already an escape).
+_WIRE_SAFE = "/%!$&'()*+,;=:@~-._"
+_CANCEL_ALLOW = "POST, OPTIONS"
 
 
 def origin_of(url: str) -> str | None:
@@ -139,11 +157,27 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Response:
-    """An HTTP response: the status code, the header fields in order, the body."""
+    """An HTTP response: the status code, the header fields in order, the body.
+
+    The answer to a HEAD is the GET's, body included: an adapter sends what
+    :meth:`framed` gives for the request's method.
+    """
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+
+    def framed(self, method: str) -> tuple[list[tuple[str, str]], bytes]:
+        """The header fields to send, ``Content-Length`` added, and the bytes of content to send.
+
+        For ``HEAD`` no content, and the ``Content-Length`` of the GET's (RFC 9110:
+        a HEAD is answered with the GET's header fields and no content); for a 204
+        neither. Raises nothing.
+        """
+        if self.status == 204:
+            return list(self.headers), b""  # RFC 9110 8.6: no Content-Length on a 204
+        headers = [*self.headers, ("Content-Length", str(len(self.body)))]
+        return headers, b"" if method == "HEAD" else self.body
 
 
 def _json(status: int, value: Any, *extra: tuple[str, str]) -> Response:
@@ -162,6 +196,37 @@ def _error_collection(status: int, message: str, *extra: tuple[str, str]) -> Res
 
 def _string_array(status: int, message: str, *extra: tuple[str, str]) -> Response:
     return _json(status, [message], *extra)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """A request every check but the caller's has let through: the tracker call left to make."""
+
+    task_id: str
+    cancel: bool
+
+    def error(self, status: int, message: str) -> Response:
+        # Jira's cancel errors are a JSON array; every other error an ErrorCollection.
+        return (_string_array if self.cancel else _error_collection)(status, message)
+
+    def refused(self, error: TaskNotFound | PermissionDenied | TaskNotCancellable) -> Response:
+        if isinstance(error, TaskNotFound):
+            return self.error(404, _TASK_NOT_FOUND)
+        if isinstance(error, PermissionDenied):
+            return self.error(403, _FORBIDDEN)
+        return self.error(400, _NOT_CANCELLABLE)
+
+
+def _check_user(user: object) -> None:
+    if user is not None and not is_int(user):
+        # The host's bug: say so by name rather than let the tracker blame as_user.
+        raise TypeError(f"authenticate() must return an int user id or None, not {type(user).__name__}")
+
+
+def _is_async(fn: object) -> bool:
+    """Whether calling ``fn`` gives a coroutine: an ``async def`` function or callable object."""
+    call = getattr(fn, "__call__", None)  # noqa: B004 - the object's own __call__, for callable instances
+    return inspect.iscoroutinefunction(fn) or (call is not None and inspect.iscoroutinefunction(call))
 
 
 class TaskResource:
@@ -191,12 +256,14 @@ class TaskResource:
 
     def __init__(
         self,
-        tracker: TaskTracker,
+        tracker: TaskTracker | AsyncTaskTracker,
         *,
-        authenticate: Authentication,
+        authenticate: Authentication | AsyncAuthenticate,
         prefix: str = DEFAULT_PREFIX,
         allowed_origins: Iterable[str] = (),
     ) -> None:
+        if not isinstance(tracker, (TaskTracker, AsyncTaskTracker)):
+            raise TypeError(f"tracker must be a TaskTracker or an AsyncTaskTracker, not {type(tracker).__name__}")
         if authenticate is not TRUST_ALL and not callable(authenticate):
             raise TypeError(
                 "authenticate must be a callable(headers) -> int | None, "
@@ -218,7 +285,7 @@ class TaskResource:
                     f"allowed_origins must hold http(s) origins such as 'https://example.com', got {entry!r}"
                 )
             origins.add(origin)
-        base = origin_of(tracker.base_url) if tracker.base_url else None
+        base = origin_of(tracker.base_url) if isinstance(tracker.base_url, str) else None
         if base is not None:
             origins.add(base)
         self.tracker = tracker
@@ -226,6 +293,7 @@ class TaskResource:
         self.prefix = prefix
         self.allowed_origins = frozenset(origins)
 
+    @traced_request
     def handle(
         self,
         method: str,
@@ -251,9 +319,91 @@ class TaskResource:
         ``body_size`` is the size of the body an adapter read; without it the
         ``Content-Length`` header says (a body over :data:`MAX_BODY` is 413).
 
+        A HEAD is answered as the GET (send it with :meth:`Response.framed`); an
+        OPTIONS with 204 and ``Allow``, without asking ``authenticate`` or the
+        store.
+
         Nothing in a request makes this raise. It raises what ``authenticate``
         raises (an error there is the host's bug, and the host's to answer), and
-        TrackerClosed or StoreError from the tracker.
+        TrackerClosed or StoreError from the tracker; TypeError on an
+        AsyncTaskTracker or an ``async def`` ``authenticate``, which need
+        :meth:`handle_async`.
+        """
+        step = self._admit(method, path, headers, scheme, host, body_size)
+        if isinstance(step, Response):
+            return step
+        if isinstance(self.tracker, AsyncTaskTracker):
+            raise TypeError("an AsyncTaskTracker is served by handle_async(): use fastapi_router or asgi_app")
+        user = None
+        if self.authenticate is not TRUST_ALL:
+            if _is_async(self.authenticate):
+                raise TypeError("an async def authenticate needs an async adapter: fastapi_router or asgi_app")
+            user = cast(Authenticate, self.authenticate)(headers)
+            if user is None:
+                return step.error(401, _UNAUTHENTICATED)
+        _check_user(user)
+        try:
+            task = (
+                self.tracker.cancel(step.task_id, as_user=user)
+                if step.cancel
+                else self.tracker.get(step.task_id, as_user=user)
+            )
+        except (TaskNotFound, PermissionDenied, TaskNotCancellable) as refused:
+            return step.refused(refused)
+        return _json(202 if step.cancel else 200, self._located(task, scheme, host, root).to_dict())
+
+    @traced_request
+    async def handle_async(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        scheme: str = "http",
+        host: str = "localhost",
+        root: str = "",
+        body_size: int | None = None,
+    ) -> Response:
+        """Answer one request as :meth:`handle` does, on an event loop, never blocking it.
+
+        The same rules and answers, for the async adapters (:func:`fastapi_router`,
+        :func:`asgi_app`). An :class:`~tasklib.AsyncTaskTracker`'s methods are
+        awaited; a :class:`~tasklib.TaskTracker`'s run in a worker thread
+        (``asyncio.to_thread``). An ``async def`` ``authenticate`` is awaited; a
+        plain one runs in a worker thread too, since a host's session lookup may
+        block. Raises as :meth:`handle`.
+        """
+        step = self._admit(method, path, headers, scheme, host, body_size)
+        if isinstance(step, Response):
+            return step
+        user = None
+        if self.authenticate is not TRUST_ALL:
+            if _is_async(self.authenticate):
+                user = await cast(AsyncAuthenticate, self.authenticate)(headers)
+            else:
+                user = await asyncio.to_thread(cast(Authenticate, self.authenticate), headers)
+            if user is None:
+                return step.error(401, _UNAUTHENTICATED)
+        _check_user(user)
+        tracker = self.tracker
+        try:
+            if isinstance(tracker, AsyncTaskTracker):
+                call = tracker.cancel if step.cancel else tracker.get
+                task = await call(step.task_id, as_user=user)
+            else:
+                task = await asyncio.to_thread(
+                    tracker.cancel if step.cancel else tracker.get, step.task_id, as_user=user
+                )
+        except (TaskNotFound, PermissionDenied, TaskNotCancellable) as refused:
+            return step.refused(refused)
+        return _json(202 if step.cancel else 200, self._located(task, scheme, host, root).to_dict())
+
+    def _admit(
+        self, method: str, path: str, headers: Mapping[str, str], scheme: str, host: str, body_size: int | None
+    ) -> Response | _Call:
+        """Every check that needs neither the caller nor the store: the body, the route, the method, the origin.
+
+        Returns the answer when one of them decides it, else the call left to make.
         """
         route = self._route(path)
         # Jira's cancel errors are a JSON array; every other error an ErrorCollection.
@@ -269,28 +419,16 @@ class TaskResource:
         if route is None:
             return _error_collection(404, _NO_RESOURCE)
         task_id, cancel = route
-        allowed = "POST" if cancel else "GET"
-        if method != allowed:
-            return _error_collection(405, f"Only {allowed} is allowed here.", ("Allow", allowed))
+        allow = _CANCEL_ALLOW if cancel else _GET_ALLOW
+        if method == "OPTIONS":
+            # No Access-Control-* field: CORS is the host's to add, so a browser's
+            # preflight from another site's page still fails here.
+            return Response(204, [("Allow", allow), ("Cache-Control", "no-store")], b"")
+        if method not in (("POST",) if cancel else ("GET", "HEAD")):
+            return _error_collection(405, f"This resource allows only {allow}.", ("Allow", allow))
         if cancel and not self._same_origin(headers, scheme, host):
             return error(403, _XSRF_FAILED)
-        user = None
-        if self.authenticate is not TRUST_ALL:
-            user = self.authenticate(headers)
-            if user is None:
-                return error(401, _UNAUTHENTICATED)
-            if not is_int(user):
-                # The host's bug: say so by name rather than let the tracker blame as_user.
-                raise TypeError(f"authenticate() must return an int user id or None, not {type(user).__name__}")
-        try:
-            task = self.tracker.cancel(task_id, as_user=user) if cancel else self.tracker.get(task_id, as_user=user)
-        except TaskNotFound:
-            return error(404, _TASK_NOT_FOUND)
-        except PermissionDenied:
-            return error(403, _FORBIDDEN)
-        except TaskNotCancellable:
-            return error(400, _NOT_CANCELLABLE)
-        return _json(202 if cancel else 200, self._located(task, scheme, host, root).to_dict())
+        return _Call(task_id, cancel)
 
     def see_other(self, task: Task, *, scheme: str = "http", host: str = "localhost", root: str = "") -> Response:
         """A 303 See Other pointing at ``task``, as Jira answers an operation that starts a task.
@@ -336,6 +474,8 @@ class TaskResource:
         # "replace": bytes that are not UTF-8 give U+FFFD, which is in no id and
         # is not "cancel", so the answer is the right 404 and never an exception.
         segments = [unquote(segment, errors="replace") for segment in path[len(head) :].split("/")]
+        if not segments[0]:
+            return None  # ".../task/", ".../task//1": no task's path, whatever the method
         if len(segments) == 1:
             return segments[0], False
         if len(segments) == 2 and segments[1] == "cancel":
@@ -437,6 +577,21 @@ def _handle_environ(resource: TaskResource, environ: WSGIEnvironment) -> Respons
     )
 
 
+def _sync_resource(
+    adapter: str,
+    tracker: TaskTracker | AsyncTaskTracker,
+    authenticate: Authentication,
+    prefix: str,
+    allowed_origins: Iterable[str],
+) -> TaskResource:
+    """The resource of an adapter that answers in the request's own thread: no AsyncTaskTracker, no async def."""
+    if isinstance(tracker, AsyncTaskTracker):
+        raise TypeError(f"{adapter} serves a TaskTracker; an AsyncTaskTracker is for fastapi_router and asgi_app")
+    if authenticate is not TRUST_ALL and _is_async(authenticate):
+        raise TypeError(f"{adapter} calls authenticate in the request's thread: it must be a plain function")
+    return TaskResource(tracker, authenticate=authenticate, prefix=prefix, allowed_origins=allowed_origins)
+
+
 def wsgi_app(
     tracker: TaskTracker,
     *,
@@ -448,20 +603,22 @@ def wsgi_app(
 
     ``authenticate`` is required: the host's authenticator, or :data:`TRUST_ALL`.
     It matches PATH_INFO against ``prefix``, so mounted under a SCRIPT_NAME it
-    serves ``SCRIPT_NAME + prefix + /task/...``, and ``self`` says so.
+    serves ``SCRIPT_NAME + prefix + /task/...``, and ``self`` says so. Every
+    other path is a JSON 404. Raises TypeError, besides, for an
+    AsyncTaskTracker or an ``async def`` ``authenticate``.
     """
-    resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix, allowed_origins=allowed_origins)
+    resource = _sync_resource("wsgi_app", tracker, authenticate, prefix, allowed_origins)
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         response = _handle_environ(resource, environ)
-        status = f"{response.status} {HTTPStatus(response.status).phrase}"
-        start_response(status, [*response.headers, ("Content-Length", str(len(response.body)))])
-        return [response.body]
+        headers, body = response.framed(environ.get("REQUEST_METHOD", ""))
+        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
+        return [body]
 
     return app
 
 
-# -- Flask and FastAPI -----------------------------------------------------------
+# -- Flask -------------------------------------------------------------------------
 
 
 def flask_blueprint(
@@ -471,87 +628,267 @@ def flask_blueprint(
     prefix: str = DEFAULT_PREFIX,
     allowed_origins: Iterable[str] = (),
 ) -> flask.Blueprint:
-    """A Flask blueprint named "tasklib" serving :class:`TaskResource` at ``prefix + /task/``.
+    """A Flask blueprint named "tasklib" serving :class:`TaskResource` at ``prefix + /task``.
 
     ``authenticate`` is required: the host's authenticator, or :data:`TRUST_ALL`.
     Register it without a ``url_prefix`` (pass ``prefix`` here instead): the
-    resource matches the application's whole path. Raises ImportError naming the
-    extra when Flask is not installed, and as TaskResource for bad arguments.
+    resource matches the application's whole path. Every path under
+    ``prefix + /task`` is the resource's (JSON 404, never Werkzeug's HTML page nor
+    its slash redirects); registering adds a converter named ``tasklib_rest`` to
+    the application's URL map. Raises ImportError naming the extra when Flask is
+    not installed, and as :func:`wsgi_app` for bad arguments.
     """
     try:
         import flask
+        from werkzeug.routing import BaseConverter
     except ImportError as error:
         raise ImportError("tasklib.web.flask_blueprint needs Flask: pip install 'tasktally[flask]'") from error
-    resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix, allowed_origins=allowed_origins)
+    resource = _sync_resource("flask_blueprint", tracker, authenticate, prefix, allowed_origins)
     blueprint = flask.Blueprint("tasklib", __name__)
+    head = prefix + "/task"
+
+    class TaskPathConverter(BaseConverter):
+        """Nothing, or "/" and anything: ".../task" and every path under it, empty segments included."""
+
+        regex = r"(?:/.*)?"
+        part_isolating = False
 
     def task_resource(rest: str) -> flask.Response:
         response = _handle_environ(resource, flask.request.environ)
-        return flask.Response(response.body, response.status, response.headers)
+        # Werkzeug drops the content of a HEAD answer and keeps its Content-Length.
+        answer = flask.Response(response.body, response.status, response.headers)
+        if response.status == 204:
+            del answer.headers["Content-Type"]  # Flask's default, HTML, on an OPTIONS answer with no content
+        return answer
 
+    def add_converter(state: flask.blueprints.BlueprintSetupState) -> None:
+        state.app.url_map.converters.setdefault("tasklib_rest", TaskPathConverter)
+
+    def unrouted() -> flask.Response | None:
+        # Werkzeug refuses a method that no rule lists ("get", "FOO") with its own
+        # HTML 405 before any view runs: on the resource's paths, answer it here.
+        path = flask.request.path
+        if flask.request.routing_exception is not None and (path == head or path.startswith(head + "/")):
+            return task_resource("")
+        return None
+
+    blueprint.record_once(add_converter)
+    blueprint.before_app_request(unrouted)
     # merge_slashes=False: Werkzeug would otherwise answer a path with "//" by a
     # 308 redirect to one without, which a client follows, even with a POST.
     blueprint.add_url_rule(
-        prefix + "/task/<path:rest>",
+        head + "<tasklib_rest:rest>",
         view_func=task_resource,
         methods=_METHODS,
         provide_automatic_options=False,
         merge_slashes=False,
+        strict_slashes=False,
     )
     return blueprint
 
 
+# -- ASGI: FastAPI and a bare application -------------------------------------------
+
+
 def fastapi_router(
-    tracker: TaskTracker,
+    tracker: TaskTracker | AsyncTaskTracker,
     *,
-    authenticate: Authentication,
+    authenticate: Authentication | AsyncAuthenticate,
     prefix: str = DEFAULT_PREFIX,
     allowed_origins: Iterable[str] = (),
 ) -> fastapi.APIRouter:
-    """A FastAPI (Starlette) router serving :class:`TaskResource` at ``prefix + /task/``.
+    """A FastAPI (Starlette) router serving :class:`TaskResource` at ``prefix + /task``.
 
-    ``authenticate`` is required: the host's authenticator, or :data:`TRUST_ALL`.
+    ``tracker`` is an :class:`~tasklib.AsyncTaskTracker`, whose methods are
+    awaited, or a :class:`~tasklib.TaskTracker`, whose calls run in worker
+    threads; either way the event loop never waits for the store (see
+    :meth:`TaskResource.handle_async`). ``authenticate`` is required: the host's
+    authenticator (a plain or an ``async def`` function), or :data:`TRUST_ALL`.
     Include it without a router ``prefix`` (pass ``prefix`` here instead);
-    ``root_path`` is honoured. Raises ImportError naming the extra when FastAPI
+    ``root_path`` is honoured. The two operations appear in the application's
+    OpenAPI document as Jira declares them (``getTask``, ``cancelTask``, their
+    status codes and bodies); every other path under ``prefix + /task`` is a
+    JSON 404, never a redirect. Raises ImportError naming the extra when FastAPI
     is not installed, and as TaskResource for bad arguments.
     """
     try:
         import fastapi
-        from starlette.concurrency import run_in_threadpool
+        from fastapi.routing import APIRoute
+        from starlette.routing import Match
+        from starlette.types import Receive, Scope, Send
     except ImportError as error:
         raise ImportError("tasklib.web.fastapi_router needs FastAPI: pip install 'tasktally[fastapi]'") from error
+    from .openapi import operations
+
     resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix, allowed_origins=allowed_origins)
-    head = prefix + "/task/"
+    head = prefix + "/task"
 
-    async def body_size(request: fastapi.Request) -> int | None:
-        length = (request.headers.get("content-length") or "").strip()
-        if length and not (length.isascii() and length.isdigit() and int(length) <= MAX_BODY):
-            return None  # malformed or too large: the resource answers from the header, unread
-        size = 0
-        # Read (and drop) at most MAX_BODY + 1 bytes, also of a chunked body without a length.
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                break
-        return size
-
-    async def task_resource(request: fastapi.Request) -> fastapi.Response:
+    async def answer(request: fastapi.Request, path: str) -> fastapi.Response:
+        size = await _read_body(request.headers.get("content-length"), request.stream())
         server = request.scope.get("server")
-        size = await body_size(request)
-        # In Starlette's thread pool: the tracker's blocking database call must not stall the event loop.
-        response = await run_in_threadpool(
-            resource.handle,
+        response = await resource.handle_async(
             request.method,
-            # Starlette decoded the path; encode the rest again so it is decoded once.
-            head + quote(request.path_params["rest"], safe="/", errors="replace"),
+            path,
             request.headers,
             scheme=request.scope.get("scheme", "http"),
             host=request.headers.get("host") or (f"{server[0]}:{server[1]}" if server else "localhost"),
             root=quote(request.scope.get("root_path", ""), errors="replace"),
             body_size=size,
         )
-        return fastapi.Response(response.body, response.status, dict(response.headers))
+        headers, body = response.framed(request.method)
+        return fastapi.Response(body, response.status, dict(headers))
 
+    # Starlette decoded the path: each route encodes its part again, so the resource decodes it once.
+    async def task(request: fastapi.Request) -> fastapi.Response:
+        return await answer(request, f"{head}/{quote(request.path_params['taskId'], safe='', errors='replace')}")
+
+    async def cancel(request: fastapi.Request) -> fastapi.Response:
+        task_id = quote(request.path_params["taskId"], safe="", errors="replace")
+        return await answer(request, f"{head}/{task_id}/cancel")
+
+    async def anything(request: fastapi.Request) -> fastapi.Response:
+        return await answer(request, head + quote(request.path_params["rest"], safe="/", errors="replace"))
+
+    class TaskPaths(APIRoute):
+        """``prefix/task`` and every path under it, any method: the resource answers (404, 405...).
+
+        Matched here rather than by a ``{rest:path}`` pattern, whose "." stops at a
+        newline (``%0A``), where Starlette would answer a plain 404 or 405 of its own.
+        """
+
+        def matches(self, scope: Scope) -> tuple[Match, Scope]:
+            path = _route_path(scope)
+            rest = path[len(head) :]
+            if scope["type"] != "http" or not path.startswith(head) or (rest and not rest.startswith("/")):
+                return Match.NONE, {}
+            return Match.FULL, {"endpoint": self.endpoint, "path_params": {"rest": rest}, "route": self}
+
+        async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+            # Every method, "get" and "FOO" too: FastAPI's own check would answer them a plain 405.
+            response = await anything(fastapi.Request(scope, receive))
+            await response(scope, receive, send)
+
+    for endpoint in (task, cancel, anything):
+        # FastAPI reads the annotation to pass the Request; under "from __future__
+        # import annotations" it is a string this module cannot resolve at run time.
+        endpoint.__annotations__["request"] = fastapi.Request
     router = fastapi.APIRouter()
-    router.add_route(head + "{rest:path}", task_resource, methods=_METHODS, include_in_schema=False)
+    get_task, cancel_task = operations()
+    # The documented operations first; TaskPaths takes their other methods and every other path.
+    # Their endpoints take the Request alone, so FastAPI adds no 422 that Jira does not answer.
+    router.routes.append(APIRoute(f"{head}/{{taskId}}", task, methods=["GET"], **get_task))
+    router.routes.append(APIRoute(f"{head}/{{taskId}}/cancel", cancel, methods=["POST"], **cancel_task))
+    router.routes.append(TaskPaths(head, anything, methods=_METHODS, include_in_schema=False))
     return router
+
+
+def _route_path(scope: Mapping[str, Any]) -> str:
+    """An ASGI request's path within the application: without the ``root_path`` servers put in front."""
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path
+
+
+def _asgi_wire_path(scope: Mapping[str, Any]) -> str:
+    """An ASGI request's path within the application, percent-encoded as the client sent it.
+
+    From ``raw_path`` where the server gives it, so that "%2F" and "%23" stay
+    encoded; a fragment a server left in is dropped, as no client sends one.
+    Otherwise the decoded ``path``, encoded again, so the resource decodes it once.
+    """
+    root = str(scope.get("root_path", ""))
+    raw = scope.get("raw_path")
+    if not isinstance(raw, bytes):
+        return quote(_route_path(scope), safe="/", errors="replace")
+    wire = quote(raw.split(b"?", 1)[0].split(b"#", 1)[0], safe=_WIRE_SAFE)
+    encoded_root = quote(root, safe=_WIRE_SAFE, errors="replace")
+    if encoded_root and wire.startswith(encoded_root) and wire[len(encoded_root) : len(encoded_root) + 1] in ("", "/"):
+        return wire[len(encoded_root) :]  # servers put the root path in front of the path
+    return wire
+
+
+async def _read_body(length: str | None, chunks: AsyncIterator[bytes]) -> int | None:
+    """Read and drop a request body of at most MAX_BODY + 1 bytes; return its size.
+
+    None, unread, for a malformed or too large ``Content-Length``: the resource
+    answers from the header. A body without one (chunked) is read up to the limit.
+    """
+    declared = (length or "").strip()
+    if declared and not (declared.isascii() and declared.isdigit() and int(declared) <= MAX_BODY):
+        return None
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_BODY:
+            break
+    return size
+
+
+async def _asgi_chunks(receive: Callable[[], Awaitable[dict[str, Any]]]) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # http.disconnect: the client is gone
+        yield bytes(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+def asgi_app(
+    tracker: TaskTracker | AsyncTaskTracker,
+    *,
+    authenticate: Authentication | AsyncAuthenticate,
+    prefix: str = DEFAULT_PREFIX,
+    allowed_origins: Iterable[str] = (),
+) -> Callable[[dict[str, Any], Any, Any], Awaitable[None]]:
+    """An ASGI 3 application serving :class:`TaskResource`, for hosts without a framework.
+
+    Needs nothing beyond the standard library: serve it with any ASGI server
+    running an asyncio loop (``uvicorn module:app``). Arguments and errors as :func:`fastapi_router`:
+    an :class:`~tasklib.AsyncTaskTracker` is awaited, a
+    :class:`~tasklib.TaskTracker` runs in worker threads, ``authenticate`` may
+    be ``async def``; the event loop never waits for the store. It matches the
+    path (without the scope's ``root_path``) against ``prefix``; every other path
+    is a JSON 404. It answers the lifespan protocol (opening and closing nothing:
+    the tracker is the host's) and refuses WebSocket connections.
+    """
+    resource = TaskResource(tracker, authenticate=authenticate, prefix=prefix, allowed_origins=allowed_origins)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # before accept: the server answers 403
+            return
+        if kind != "http":
+            raise ValueError(f"tasklib.web.asgi_app serves HTTP, not {kind!r}")
+        headers: dict[str, str] = {}
+        for name, value in scope.get("headers", ()):
+            # The first of a repeated field, as Starlette's Headers.get gives it.
+            headers.setdefault(bytes(name).decode("latin-1").lower(), bytes(value).decode("latin-1"))
+        root = scope.get("root_path", "")
+        server = scope.get("server")
+        method = scope.get("method", "")
+        response = await resource.handle_async(
+            method,
+            _asgi_wire_path(scope),
+            headers,
+            scheme=scope.get("scheme", "http"),
+            host=headers.get("host") or (f"{server[0]}:{server[1]}" if server else "localhost"),
+            root=quote(root, errors="replace"),
+            body_size=await _read_body(headers.get("content-length"), _asgi_chunks(receive)),
+        )
+        fields, body = response.framed(method)
+        raw = [(name.lower().encode("latin-1"), value.encode("latin-1", "replace")) for name, value in fields]
+        await send({"type": "http.response.start", "status": response.status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    return app

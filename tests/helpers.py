@@ -58,6 +58,8 @@ def act(tracker: TaskTracker, task_id: str, event: Event) -> Task:
         Event.COMPLETE: lambda: tracker.complete(task_id, result={"done": True}),
         Event.FAIL: lambda: tracker.fail(task_id, message="disk full"),
         Event.DIE: lambda: tracker.mark_dead(task_id, "runner gone"),
+        # No method of the tracker's: a queue's worker releases a task it will retry.
+        Event.RELEASE: lambda: tracker.workers.ledger.transition(task_id, Event.RELEASE, message="retrying"),
     }
     return calls[event]()
 
@@ -76,6 +78,8 @@ OWNER, ADMIN, OTHER = 10000, 1, 20000
 TASK = DEFAULT_PREFIX + "/task/"
 JSON = "application/json;charset=UTF-8"
 ALLOWED = {200, 202, 400, 401, 403, 404, 405}
+#: What Allow says on a task's path and on its cancel path.
+ALLOW_GET, ALLOW_CANCEL = "GET, HEAD, OPTIONS", "POST, OPTIONS"
 TERMINAL = [s for s in TaskStatus if s.is_terminal]
 #: Odd ids: malformed, percent-encoded, huge, injections; none is a task's id as it stands.
 NASTY_IDS = [
@@ -182,7 +186,7 @@ def submit(tracker: TaskTracker, status: TaskStatus = TaskStatus.ENQUEUED, user:
 def is_cancel(path: str) -> bool:
     """Whether ``path`` is a task's cancel path, whose error bodies are arrays."""
     segments = path[len(TASK) :].split("/") if path.startswith(TASK) else []
-    return len(segments) == 2 and unquote(segments[1]) == "cancel"
+    return len(segments) == 2 and bool(segments[0]) and unquote(segments[1]) == "cancel"
 
 
 def fuzz_paths(seed: int, count: int, *, encode: bool = False) -> list[str]:

@@ -271,6 +271,71 @@ def test_on_change_hooks_through_the_async_tracker(make_async: Callable[..., Asy
     assert run(main()) == [TaskStatus.ENQUEUED, TaskStatus.CANCELLED]
 
 
+# -- the call threads -----------------------------------------------------------------
+
+
+def test_many_calls_at_once_each_get_their_own_result(make_async: Callable[..., AsyncTaskTracker]) -> None:
+    """Results come back to the loop in batches; each still settles its own call, errors included."""
+
+    async def main() -> None:
+        async with make_async() as tracker:
+            ids = [(await tracker.submit(description=f"t{i}", submitted_by=i)).id for i in range(50)]
+            calls = [tracker.get(task_id) for task_id in ids for _ in range(4)]
+            calls += [tracker.get("999999999") for _ in range(20)]
+            got = await asyncio.gather(*calls, return_exceptions=True)
+            tasks, errors = got[:200], got[200:]
+            assert [t.id for t in tasks if isinstance(t, Task)] == [i for i in ids for _ in range(4)]
+            assert [t.submitted_by for t in tasks if isinstance(t, Task)] == [k for k in range(50) for _ in range(4)]
+            assert all(isinstance(e, TaskNotFound) for e in errors)
+
+    run(main())
+
+
+def test_a_call_whose_awaiter_is_cancelled_still_runs_to_its_end(
+    make_async: Callable[..., AsyncTaskTracker],
+) -> None:
+    async def main() -> tuple[TaskStatus, list[Task]]:
+        async with make_async() as tracker:
+            task = await tracker.submit(submitted_by=1)
+            seen: list[Task] = []
+            await tracker.on_change(seen.append)
+            call = asyncio.ensure_future(tracker.complete(task.id, "kept"))
+            await asyncio.sleep(0)  # handed to a call thread
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            while not seen:
+                await asyncio.sleep(0.01)
+            # The loop settles the cancelled call's result without complaint.
+            await asyncio.sleep(0.05)
+            return (await tracker.get(task.id)).status, seen
+
+    status, seen = run(main())
+    assert status is TaskStatus.COMPLETE and [t.result for t in seen] == ["kept"]
+
+
+def test_after_close_calls_raise_and_the_call_threads_end(make_async: Callable[..., AsyncTaskTracker]) -> None:
+    before = set(threading.enumerate())  # other trackers' threads, left by tests that never closed theirs
+
+    def call_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("tasklib-async") and t not in before]
+
+    async def main() -> None:
+        tracker = make_async()
+        await tracker.open()
+        assert len(call_threads()) == tasklib.aio.CALL_THREADS
+        await tracker.close()
+        with pytest.raises(TrackerClosed):
+            await tracker.get("1")
+
+    assert call_threads() == []
+    run(main())
+    deadline = time.monotonic() + WAIT
+    while call_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert call_threads() == []
+
+
 # -- the event loop is never blocked ---------------------------------------------
 
 HOLD = 2.0  # seconds another process holds the store's write lock

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tasklib import Task, TaskNotFound, TaskStatus, TaskTracker, TrackerClosed
-from tasklib.tracker import RECHECK
+from tasklib.tracker import CLOSED_MESSAGE, RECHECK
 
 from .helpers import WAIT
 
@@ -287,3 +287,67 @@ def test_an_in_memory_store_wakes_its_waiters_too() -> None:
         tracker.complete(task.id, "here")
         thread.join()
     assert isinstance(out[0], Task) and out[0].result == "here"
+
+
+# -- hooks and the tasks made DEAD in bulk ---------------------------------------
+
+
+def dead_seen(tracker: TaskTracker) -> list[Task]:
+    """The DEAD snapshots ``tracker``'s hooks are called with, from now on."""
+    seen: list[Task] = []
+    tracker.on_change(lambda t: seen.append(t) if t.status is TaskStatus.DEAD else None)
+    return seen
+
+
+def test_hooks_see_the_tasks_a_sweep_makes_dead(make_tracker: Callable[..., TaskTracker]) -> None:
+    runner = make_tracker()
+    tasks = [runner.start(runner.submit(description=f"t{i}", submitted_by=1).id) for i in range(3)]
+    sweeper = make_tracker(name="sweeper")
+    seen = dead_seen(sweeper)
+    later = datetime.now(timezone.utc) + runner.dead_after + timedelta(seconds=1)
+    assert sweeper.sweep(now=later) == 3
+    assert sorted(t.id for t in seen) == sorted(t.id for t in tasks)
+    for snapshot in seen:
+        # The snapshot after the change: as a read of it now gives it.
+        assert snapshot.to_dict() == sweeper.get(snapshot.id).to_dict()
+        assert snapshot.message is not None and "stopped responding" in snapshot.message
+
+
+def test_hooks_see_the_stale_tasks_a_sweep_makes_dead(make_tracker: Callable[..., TaskTracker]) -> None:
+    tracker = make_tracker(stale_after=timedelta(minutes=5))
+    task = tracker.submit(description="nobody drives me", submitted_by=1)
+    seen = dead_seen(tracker)
+    assert tracker.sweep(now=datetime.now(timezone.utc) + timedelta(minutes=6)) == 1
+    assert [t.id for t in seen] == [task.id]
+    assert seen[0].message == tracker.get(task.id).message
+    assert "no update for" in (seen[0].message or "")
+
+
+def test_hooks_see_the_tasks_close_makes_dead(make_tracker: Callable[..., TaskTracker]) -> None:
+    tracker = make_tracker()
+    task = tracker.start(tracker.submit(description="left running", submitted_by=1).id)
+    seen = dead_seen(tracker)
+    tracker.close()
+    assert [t.id for t in seen] == [task.id]
+    assert seen[0].message == CLOSED_MESSAGE and seen[0].finished is not None
+
+
+def test_hooks_see_a_vanished_neighbours_tasks_made_dead_at_open(
+    store_url: str, make_tracker: Callable[..., TaskTracker]
+) -> None:
+    # A real process starts a task and ends without closing its tracker.
+    code = (
+        "import os, sys\n"
+        "from tasklib import TaskTracker\n"
+        "t = TaskTracker(sys.argv[1]).open()\n"
+        "print(t.start(t.submit(description='orphan', submitted_by=1).id).id, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code, store_url], capture_output=True, text=True, timeout=WAIT)
+    assert child.returncode == 0, child.stderr
+    orphan = child.stdout.strip()
+    tracker = make_tracker()
+    seen = dead_seen(tracker)
+    tracker.open()
+    assert [t.id for t in seen] == [orphan]
+    assert "is no longer running" in (seen[0].message or "")

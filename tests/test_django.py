@@ -244,7 +244,7 @@ def test_codes_and_bodies(tracker: TaskTracker, users: dict[str, Any], task_sche
     assert call(owner, "POST", TASK + done.id + "/cancel") == (400, ["Cancellation of the task is not possible."])
     assert call(owner, "GET", TASK + "999999")[0] == 404
     response = client_as(owner).put(TASK + done.id)
-    assert (response.status_code, response["Allow"]) == (405, "GET")
+    assert (response.status_code, response["Allow"]) == (405, "GET, HEAD, OPTIONS")
 
 
 def test_cancel_needs_no_csrf_token(tracker: TaskTracker, users: dict[str, Any]) -> None:

@@ -14,5 +14,9 @@ __all__ = ["app_name", "urlpatterns"]
 
 app_name = "tasklib"
 # [\s\S], not ".": an id holding an encoded newline must reach the resource (a
-# 404 of Jira's), not fall through to the host's HTML 404.
-urlpatterns = [re_path(r"^task/(?P<rest>[\s\S]*)\Z", task_resource, name="task")]
+# 404 of Jira's), not fall through to the host's HTML 404. The bare "task" too,
+# which CommonMiddleware's APPEND_SLASH would otherwise redirect.
+urlpatterns = [
+    re_path(r"^task/(?P<rest>[\s\S]*)\Z", task_resource, name="task"),
+    re_path(r"^task\Z", task_resource, name="task-root"),
+]

@@ -34,15 +34,18 @@ def _caller(request: HttpRequest) -> Any:
     return user
 
 
-def _django_response(response: Response) -> HttpResponse:
-    answer = HttpResponse(response.body, status=response.status)
-    for name, value in response.headers:
+def _django_response(response: Response, method: str) -> HttpResponse:
+    headers, body = response.framed(method)  # HEAD: the GET's Content-Length, no content
+    answer = HttpResponse(body, status=response.status)
+    if response.status == 204:
+        del answer["Content-Type"]  # Django's default, HTML, on an OPTIONS answer with no content
+    for name, value in headers:
         answer[name] = value
     return answer
 
 
 @csrf_exempt
-def task_resource(request: HttpRequest, rest: str) -> HttpResponse:
+def task_resource(request: HttpRequest, rest: str | None = None) -> HttpResponse:
     """``GET task/{taskId}`` and ``POST task/{taskId}/cancel``, answered as Jira does.
 
     The caller is ``request.user`` (Django's authentication): anonymous is 401,
@@ -57,7 +60,7 @@ def task_resource(request: HttpRequest, rest: str) -> HttpResponse:
     # prefix="": Django's URL resolver already matched the include()'s prefix, so
     # the resource sees only "/task/..." and the prefix becomes part of the root.
     resource = TaskResource(get_tracker(), authenticate=authenticate, prefix="")
-    tail = "/task/" + rest
+    tail = "/task" if rest is None else "/task/" + rest
     root = request.path[: len(request.path) - len(tail)]
     response = resource.handle(
         request.method or "",
@@ -68,7 +71,7 @@ def task_resource(request: HttpRequest, rest: str) -> HttpResponse:
         host=request.get_host(),
         root=quote(root, safe="/", errors="replace"),
     )
-    return _django_response(response)
+    return _django_response(response, request.method or "")
 
 
 def task_page(request: HttpRequest, rest: str) -> HttpResponse:
@@ -94,4 +97,4 @@ def task_page(request: HttpRequest, rest: str) -> HttpResponse:
     response = page.handle(
         request.method or "", quote(request.path), request.META.get("QUERY_STRING", ""), request.headers
     )
-    return _django_response(response)
+    return _django_response(response, request.method or "")
