@@ -119,6 +119,11 @@ class ChangeFeed:
 
     def changed(self, key: int | None) -> None:
         """A write of this process committed: wake the waiters of task ``key`` (all of them for None)."""
+        if not self._watches:
+            # Nobody waits: most writes. Read without the lock, which is safe: a
+            # waiter registers before it reads the task, so a write this misses
+            # committed before that read, which sees it.
+            return
         with self._lock:
             if key is None:
                 woken = [w for watches in self._watches.values() for w in watches]
@@ -155,6 +160,8 @@ class ChangeFeed:
 
         A hook that raises is logged and the others still run; the write stays.
         """
+        if not self._hooks:  # most trackers have none; a hook added meanwhile misses this change only
+            return
         with self._lock:
             hooks = list(self._hooks)
         for hook in hooks:

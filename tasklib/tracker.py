@@ -400,7 +400,7 @@ class TaskTracker:
                     self._check_open()
                     return finished
         if outcome is not None:
-            if not outcome.event.wait(timeout):
+            if not outcome.wait(timeout):
                 raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
             if outcome.task is not None:
                 return outcome.task

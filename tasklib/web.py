@@ -845,7 +845,7 @@ def asgi_app(
     """An ASGI 3 application serving :class:`TaskResource`, for hosts without a framework.
 
     Needs nothing beyond the standard library: serve it with any ASGI server
-    (``uvicorn module:app``). Arguments and errors as :func:`fastapi_router`:
+    running an asyncio loop (``uvicorn module:app``). Arguments and errors as :func:`fastapi_router`:
     an :class:`~tasklib.AsyncTaskTracker` is awaited, a
     :class:`~tasklib.TaskTracker` runs in worker threads, ``authenticate`` may
     be ``async def``; the event loop never waits for the store. It matches the

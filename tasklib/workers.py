@@ -200,13 +200,30 @@ class TaskHandle:
 
 
 class _Outcome:
-    """Set when a task of this pool has finished; wait() blocks on it."""
+    """Set once, when a task of this pool has finished; :meth:`wait` blocks until then.
 
-    __slots__ = ("event", "task")
+    A lock held from the start and let go at the end, rather than a
+    threading.Event, whose condition variable costs more to make and to set than
+    a no-op task costs to run; the pool makes one per task.
+    """
+
+    __slots__ = ("_pending", "task")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self._pending = threading.Lock()
+        self._pending.acquire()
         self.task: Task | None = None
+
+    def set(self) -> None:
+        """The task has finished (called once, by the pool)."""
+        self._pending.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until set, up to ``timeout`` seconds (None: no limit); whether it was set."""
+        if not self._pending.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        self._pending.release()  # the next waiter passes too
+        return True
 
 
 class WorkerPool:
@@ -483,7 +500,7 @@ class WorkerPool:
                     self._finished.popitem(last=False)
             self._outcomes.pop(task_id, None)
         if outcome is not None:
-            outcome.event.set()
+            outcome.set()
 
     def _run(
         self, handle: TaskHandle, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], run: TaskRun
@@ -493,7 +510,7 @@ class WorkerPool:
         token = _current.set(handle)
         try:
             result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 import asyncio  # here: only coroutine tasks need it, and it is slow to import
 
                 result = asyncio.run(_await(result))
