@@ -4,6 +4,7 @@ import logging
 
 from .aio import AsyncTaskTracker
 from .errors import (
+    DispatchError,
     InvalidTransition,
     PermissionDenied,
     StoreError,
@@ -11,6 +12,7 @@ from .errors import (
     TaskError,
     TaskNotCancellable,
     TaskNotFound,
+    TaskSkipped,
     TrackerClosed,
 )
 from .status import TaskStatus
@@ -24,6 +26,7 @@ logging.getLogger("tasklib").addHandler(logging.NullHandler())
 
 __all__ = [
     "AsyncTaskTracker",
+    "DispatchError",
     "InvalidTransition",
     "PermissionDenied",
     "StoreError",
@@ -33,6 +36,7 @@ __all__ = [
     "TaskHandle",
     "TaskNotCancellable",
     "TaskNotFound",
+    "TaskSkipped",
     "TaskStatus",
     "TaskTracker",
     "TrackerClosed",

@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from .status import Event, TaskStatus
 
 __all__ = [
+    "DispatchError",
     "InvalidTransition",
     "PermissionDenied",
     "StoreError",
@@ -15,6 +16,7 @@ __all__ = [
     "TaskError",
     "TaskNotCancellable",
     "TaskNotFound",
+    "TaskSkipped",
     "TrackerClosed",
 ]
 
@@ -69,3 +71,31 @@ class TrackerClosed(TaskError):
 
 class StoreError(TaskError):
     """The store cannot be opened, or a write could not be made; nothing was changed."""
+
+
+class DispatchError(TaskError):
+    """A task queue refused a task :meth:`~tasklib.TaskTracker.submit` handed it.
+
+    The task was recorded, then ended FAILED with the queue's error as its
+    message: no ENQUEUED task is left waiting for a message that was never sent.
+    ``task_id`` names it; ``__cause__`` is the queue's own exception.
+    """
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        super().__init__(f"task {task_id} could not be sent to its queue: {reason}")
+        self.task_id = task_id
+        self.reason = reason
+
+
+class TaskSkipped(TaskError):
+    """A queue delivered a task that must not run here: it has finished, or another process holds it.
+
+    Raised by :func:`tasklib.dispatch.run_delivered`; the queue's integration
+    acknowledges the message and drops it (a message delivered again after its
+    task was cancelled, finished, or became DEAD).
+    """
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        super().__init__(f"task {task_id} is not run: {reason}")
+        self.task_id = task_id
+        self.reason = reason

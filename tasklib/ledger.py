@@ -31,6 +31,9 @@ CAS_ATTEMPTS = 8
 #: a task from one in the same millisecond after the start.
 REMEMBERED_STARTS = 1024
 
+#: The events that write a task and keep its status.
+_KEEPING = frozenset({Event.PROGRESS, Event.RELEASE})
+
 
 class Ledger:
     """The tasks of one store, read and written on behalf of one runner.
@@ -68,7 +71,7 @@ class Ledger:
     def _moved(self, event: Event, record: Record, now: int) -> bool:
         """Whether the write of ``event`` that gave ``record`` at ``now`` changed the task's status."""
         if record.status != TaskStatus.RUNNING.value:
-            return event is not Event.PROGRESS  # progress keeps CANCEL_REQUESTED
+            return event not in _KEEPING  # progress and release keep CANCEL_REQUESTED
         if event is Event.START:
             self._remember_start(record.id, now)
             return True
@@ -157,6 +160,29 @@ class Ledger:
             status=None if status is None else status.value, submitted_by=submitted_by, before=before, limit=limit
         )
         return [self.task(self._reconciled(record, beat, now), now) for record, beat in found]
+
+    def claim(self, task_id: str) -> Task | None:
+        """Take a task a queue delivered, for this runner: the task RUNNING (or CANCEL_REQUESTED), or None.
+
+        An ENQUEUED task is started. A RUNNING or CANCEL_REQUESTED one is taken only
+        if no process holds it (it was released for a retry); one that another runner
+        holds (a message delivered twice, or again after its worker died) and a
+        finished one are not: None, and the message must not run.
+        Raises TaskNotFound, StoreError.
+        """
+        try:
+            return self.transition(task_id, Event.START)
+        except InvalidTransition as refused:
+            if refused.status.is_terminal:
+                return None
+        # A progress write with no data takes an unowned task (its runner is written
+        # only where none is), and tells who holds it.
+        now = now_ms()
+        token = self.liveness.runner.token
+        record = self.store.apply(parse_id(task_id), Event.PROGRESS, now, runner=token)
+        if record is None or record.runner != token:
+            return None  # finished meanwhile, or held by another runner
+        return self.task(record, now)
 
     def transition(
         self,

@@ -155,6 +155,15 @@ class ChangeFeed:
                 return False
             return True
 
+    @property
+    def hooks(self) -> list[Callable[[Task], object]]:
+        """The registered callbacks, in order.
+
+        Read without the lock: in a forked child the lock may be held by a thread
+        of the parent that no longer exists (copying a list is atomic in CPython).
+        """
+        return list(self._hooks)
+
     def announce(self, task: Task) -> None:
         """Call every hook with ``task``, a snapshot after a status change this process wrote.
 

@@ -46,6 +46,7 @@ class Event(str, enum.Enum):
     COMPLETE = "complete"
     FAIL = "fail"
     DIE = "die"  # its runner vanished, or it went stale
+    RELEASE = "release"  # a queue will run it again (a retry): no process holds it meanwhile
 
     def __str__(self) -> str:
         return self.value
@@ -73,6 +74,7 @@ TRANSITIONS: Mapping[TaskStatus, Mapping[Event, TaskStatus]] = MappingProxyType(
                 _E.COMPLETE: _S.COMPLETE,
                 _E.FAIL: _S.FAILED,
                 _E.DIE: _S.DEAD,
+                _E.RELEASE: _S.RUNNING,
             }
         ),
         _S.CANCEL_REQUESTED: MappingProxyType(
@@ -84,6 +86,7 @@ TRANSITIONS: Mapping[TaskStatus, Mapping[Event, TaskStatus]] = MappingProxyType(
                 _E.COMPLETE: _S.COMPLETE,
                 _E.FAIL: _S.FAILED,
                 _E.DIE: _S.DEAD,
+                _E.RELEASE: _S.CANCEL_REQUESTED,
             }
         ),
         _S.COMPLETE: MappingProxyType({}),
@@ -112,10 +115,10 @@ class Effect(enum.Enum):
 
 
 #: What each event writes besides the status, column by column: an :class:`Effect`,
-#: or a constant. Columns an event does not name keep what is stored. Every write
+#: or a constant (None writes NULL). Columns an event does not name keep what is stored. Every write
 #: also sets ``last_update`` to its ``now``, and one that moves a task to a terminal
 #: status sets ``finished`` to it.
-EFFECTS: Mapping[Event, Mapping[str, Effect | int]] = MappingProxyType(
+EFFECTS: Mapping[Event, Mapping[str, Effect | int | None]] = MappingProxyType(
     {
         # Starting: the first start time, and the process that starts a task owns
         # it (if that process goes, the task is DEAD).
@@ -132,6 +135,10 @@ EFFECTS: Mapping[Event, Mapping[str, Effect | int]] = MappingProxyType(
         _E.COMPLETE: MappingProxyType({"progress": 100, "message": Effect.CARRIED, "result": Effect.CARRIED}),
         _E.FAIL: MappingProxyType({"progress": Effect.CARRIED, "message": Effect.CARRIED, "result": Effect.CARRIED}),
         _E.DIE: MappingProxyType({"progress": Effect.CARRIED, "message": Effect.CARRIED}),
+        # A queue's retry is pending: the task stays RUNNING (or CANCEL_REQUESTED) and
+        # belongs to no process until the attempt that takes it over (whichever worker
+        # that is), so a worker that stops meanwhile does not take it down with it.
+        _E.RELEASE: MappingProxyType({"runner": None, "progress": Effect.CARRIED, "message": Effect.CARRIED}),
     }
 )
 
@@ -144,7 +151,8 @@ def moves(event: Event) -> dict[TaskStatus, TaskStatus]:
 def writes(event: Event, src: TaskStatus) -> bool:
     """Whether ``event`` in status ``src`` changes the stored task.
 
-    A move that keeps the status writes only when it carries data (a progress
-    report); a repeated cancel request is a no-op, so ``lastUpdate`` stays put.
+    A move that keeps the status writes only when the event has effects (a
+    progress report, a release); a repeated cancel request is a no-op, so
+    ``lastUpdate`` stays put.
     """
-    return TRANSITIONS[src][event] is not src or event is Event.PROGRESS
+    return TRANSITIONS[src][event] is not src or bool(EFFECTS[event])

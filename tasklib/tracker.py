@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, overload
 
 from .checks import MAX_ID, check_message, check_progress, check_text, check_user, grants, is_int, is_number, parse_id
 from .clock import Instant, duration_ms, now_ms, seconds, to_ms
+from .dispatch import Dispatcher, dispatch, revoke
 from .errors import InvalidTransition, PermissionDenied, StoreError, TaskNotFound, TrackerClosed
 from .jsonvalue import encode_result
 from .ledger import Ledger
@@ -47,6 +49,20 @@ CLOSED_MESSAGE = "its tracker was closed before it finished"
 RECHECK = 30.0
 
 P = ParamSpec("P")
+
+
+class _Settings(NamedTuple):
+    """What a tracker is built from, kept to build it again in a forked child."""
+
+    database: StoreTarget
+    pool_size: int
+    pool_timeout: float
+    durability: str
+    dead_after: timedelta
+    stale_after: timedelta | None
+    purge_interval: timedelta
+    heartbeat_interval: timedelta
+    scheduler: BaseScheduler | None
 
 
 class TaskTracker:
@@ -168,37 +184,101 @@ class TaskTracker:
         self.max_workers = max_workers
         self.progress_interval = float(progress_interval)
         self.durability = durability
-        self._store = Store(
-            database,
+        self._settings = _Settings(
+            database=database,
             pool_size=pool_size,
             pool_timeout=max(pool_wait or 0.0, 1e-6),  # peewee reads 0 as forever
             durability=durability,
+            dead_after=dead_after,
+            stale_after=stale_after,
+            purge_interval=purge_interval,
+            heartbeat_interval=heartbeat_interval,
+            scheduler=scheduler,
         )
-        self.name = name if name is not None else f"tasklib:{self._store.key}"
-        self._liveness = Liveness(self._store, Runner(), dead_after=dead_after, stale_after=stale_after)
-        self._feed = ChangeFeed(self._store)
-        self._store.written = self._feed.changed
+        self._dispatchers: tuple[Dispatcher, ...] = ()
+        self._inherited: list[object] = []
         self._telemetry = telemetry
+        self._build(name)
         if telemetry is not None:
             self._feed.add_hook(telemetry.changed)  # counts the tasks that reach a final status
+
+    def _build(self, name: str | None) -> None:
+        """Open the store and make the parts that hold connections, threads or this process's identity."""
+        settings = self._settings
+        self._pid = os.getpid()
+        self._store = Store(
+            settings.database,
+            pool_size=settings.pool_size,
+            pool_timeout=settings.pool_timeout,
+            durability=settings.durability,
+        )
+        self.name = name if name is not None else f"tasklib:{self._store.key}"
+        self._liveness = Liveness(
+            self._store, Runner(), dead_after=settings.dead_after, stale_after=settings.stale_after
+        )
+        self._feed = ChangeFeed(self._store)
+        self._store.written = self._feed.changed
         self._ledger = Ledger(
             self._store,
             self._liveness,
-            url_prefix=base_url if base_url is not None else DEFAULT_BASE_PATH,
+            url_prefix=self.base_url if self.base_url is not None else DEFAULT_BASE_PATH,
             announce=self._feed.announce,
         )
         self._maintenance = Maintenance(
             name=self.name,
             purge=self._purge_round,
             heartbeat=self._heartbeat_round,
-            purge_interval=purge_interval,
-            heartbeat_interval=heartbeat_interval,
-            scheduler=scheduler,
+            purge_interval=settings.purge_interval,
+            heartbeat_interval=settings.heartbeat_interval,
+            scheduler=settings.scheduler,
         )
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
         self._opened = False
         self._closing = False
+
+    def after_fork(self) -> TaskTracker:
+        """Make this tracker usable in a process forked from the one that built it; returns it.
+
+        A forked child inherits the parent's connections, whose sockets and file
+        locks it shares with the parent, and none of its threads. This forgets
+        them without closing them (closing would end the parent's sessions),
+        opens the store again, and gives the child its own runner identity; the
+        tracker is then unopened, as a new one. Change hooks carry over. Does
+        nothing in the process that built the tracker, or if it was already
+        called in this one. Celery's prefork pool calls it through
+        :func:`tasklib.contrib.celery.install`.
+
+        A host's own peewee database is reused as it is: under a forking pool, give
+        the tracker a path or URL instead. A host's scheduler must run in the child.
+        Raises TrackerClosed once closed, StoreError.
+        """
+        if os.getpid() == self._pid:
+            return self
+        if self._closing:
+            raise TrackerClosed("the tracker is closed")
+        hooks = self._feed.hooks
+        # Kept referenced, never closed: their finalizers would close the parent's connections.
+        self._inherited.append((self._store, self._feed, self._pool, self._maintenance))
+        self._build(self.name)
+        for hook in hooks:
+            self._feed.add_hook(hook)
+        return self
+
+    def add_dispatcher(self, dispatcher: Dispatcher) -> None:
+        """Hand the functions ``dispatcher`` claims to its task queue, from now on (see :mod:`tasklib.dispatch`).
+
+        :meth:`submit` then records such a function's task ENQUEUED and sends it to
+        the queue rather than running it here, and :meth:`cancel` of an ENQUEUED
+        task asks the queue to drop its message. Adding the same dispatcher twice
+        does nothing. :func:`tasklib.contrib.celery.install` calls this.
+        Raises TypeError for an object that is no dispatcher.
+        """
+        if not all(callable(getattr(dispatcher, name, None)) for name in ("claims", "send", "revoke")):
+            raise TypeError("a dispatcher has claims(fn), send(task_id, fn, args, kwargs) and revoke(task_id)")
+        with self._lock:
+            if dispatcher not in self._dispatchers:
+                self._dispatchers = (*self._dispatchers, dispatcher)
 
     @property
     def dead_after(self) -> timedelta:
@@ -358,6 +438,11 @@ class TaskTracker:
             self._check_open()
         elif not callable(fn):
             raise TypeError(f"submit() takes a callable to run, not {type(fn).__name__}")
+        else:
+            dispatcher = next((d for d in self._dispatchers if d.claims(fn)), None)
+            if dispatcher is not None:
+                self._check_open()
+                return dispatch(self._ledger, dispatcher, fn, args, kwargs, description, submitted_by)
         pool = self.workers if fn is not None else None
         if pool is None or fn is None:
             return self._ledger.insert(description=description, submitted_by=submitted_by, now=now_ms(), owned=False)
@@ -553,6 +638,9 @@ class TaskTracker:
         pool = self._pool
         if pool is not None and task.status is TaskStatus.CANCEL_REQUESTED:
             pool.request_cancel(task.id)
+        elif task.status is TaskStatus.CANCELLED:
+            for dispatcher in self._dispatchers:
+                revoke(dispatcher, task.id)
         return task
 
     def purge(self, now: Instant | None = None, *, dry_run: bool = False) -> int:

@@ -17,10 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .checks import check_message, check_progress
-from .errors import InvalidTransition, StoreError, TaskCancelled, TaskError, TaskNotFound, TrackerClosed
+from .errors import InvalidTransition, StoreError, TaskCancelled, TaskError, TaskNotFound, TaskSkipped, TrackerClosed
 from .jsonvalue import encode_result, storable_text
 from .status import Event, TaskStatus
 from .task import Task
@@ -36,6 +36,8 @@ CLOSE_GRACE = 5.0
 #: How many finished tasks' last snapshots a pool keeps for :meth:`WorkerPool.finished`
 #: (a few MB at most).
 REMEMBERED_FINISHED = 10_000
+
+_T = TypeVar("_T")
 
 _current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar("tasklib_current_task", default=None)
 
@@ -64,6 +66,10 @@ class TaskLedger(Protocol):
 
     def read(self, task_id: str) -> Task:
         """The task as it is now; TaskNotFound, StoreError."""
+        ...
+
+    def claim(self, task_id: str) -> Task | None:
+        """Take a task a queue delivered for this runner (see :meth:`tasklib.ledger.Ledger.claim`); None: not to run."""
         ...
 
 
@@ -103,6 +109,7 @@ class TaskHandle:
         self._next_write = 0.0  # monotonic time before which reports are held back
         self._next_poll = time.monotonic() + interval
         self._cancelled = False
+        self._released = False
         self._final: tuple[int | None, str | None] = (None, None)
 
     def __repr__(self) -> str:
@@ -198,6 +205,25 @@ class TaskHandle:
     def _request_cancel(self) -> None:
         self._cancelled = True
 
+    def release(self, message: str) -> None:
+        """For a task queue's integration: the queue will run this task again (a retry), so let it go now.
+
+        Writes the task RELEASE (still RUNNING, held by no process, ``message``
+        saying why) with its last progress report; the handle writes nothing after
+        it. Call it before the queue sends the next attempt's message, so that the
+        attempt finds the task free to take. Raises TaskCancelled if a cancel was
+        requested (then nothing is written, and the queue should not retry),
+        InvalidTransition once the task has finished, TypeError/ValueError for a
+        bad message.
+        """
+        check_message(message)
+        self.raise_if_cancelled()
+        if self._released:
+            return
+        progress, _ = self._last_report()
+        self._released = True
+        self._pool.persist_release(self.id, progress, storable_text(message))
+
 
 class _Outcome:
     """Set once, when a task of this pool has finished; :meth:`wait` blocks until then.
@@ -255,6 +281,7 @@ class WorkerPool:
         self._queued: dict[str, Future[None]] = {}
         self._running: dict[str, TaskHandle] = {}
         self._outcomes: dict[str, _Outcome] = {}
+        self._delivered: set[str] = set()  # tasks a queue delivered, running in this process
         # The last snapshots of tasks this pool finished, newest last, for a wait()
         # that comes after the end (submit many, then wait for each).
         self._finished: collections.OrderedDict[str, Task] = collections.OrderedDict()
@@ -361,7 +388,7 @@ class WorkerPool:
         self._stop.set()
         self._flusher.join()
 
-    def _persist(self, task_id: str, what: str, write: Callable[[], Task]) -> Task | None:
+    def _persist(self, task_id: str, what: str, write: Callable[[], _T]) -> _T | None:
         """``write()``, tried again with backoff while the store refuses it.
 
         Gives up (None) only once the tracker has been closing for CLOSE_GRACE
@@ -396,6 +423,14 @@ class WorkerPool:
                 )
                 time.sleep(pause)
                 pause = min(pause * 2, RETRY_LONGEST)
+
+    def persist_release(self, task_id: str, progress: int | None, message: str) -> None:
+        """Write RELEASE for a running task (see :meth:`TaskHandle.release`), retried while the store refuses it."""
+        self._persist(
+            task_id,
+            "release",
+            lambda: self.ledger.transition(task_id, Event.RELEASE, progress=progress, message=message),
+        )
 
     def _abandon(self, task_id: str) -> None:
         with self._lock:
@@ -444,6 +479,70 @@ class WorkerPool:
         """Run a recorded ENQUEUED task's function in the calling thread, to its end."""
         self._execute(task_id, fn, args, kwargs)
 
+    def run_delivered(
+        self,
+        task_id: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        note: str | None = None,
+        retrying: Callable[[BaseException], str | None] | None = None,
+    ) -> Any:
+        """Run in the calling thread a task a queue's worker received; see :func:`tasklib.dispatch.run_delivered`.
+
+        Returns what ``fn`` returned, and raises what it raised, once the outcome
+        is recorded. Raises TaskSkipped, without running ``fn``, for a task that
+        must not run here.
+        """
+        with self._lock:
+            if task_id in self._delivered:
+                raise TaskSkipped(task_id, "it is running in this process already")
+            self._delivered.add(task_id)
+        try:
+            return self._run_delivered(task_id, fn, args, kwargs, note, retrying)
+        finally:
+            with self._lock:
+                self._delivered.discard(task_id)
+
+    def _run_delivered(
+        self,
+        task_id: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        note: str | None,
+        retrying: Callable[[BaseException], str | None] | None,
+    ) -> Any:
+        try:
+            task = self._persist(task_id, "start", lambda: self.ledger.claim(task_id))
+        except TaskNotFound:
+            raise TaskSkipped(task_id, "no such task (purged?)") from None
+        if task is None:
+            raise TaskSkipped(task_id, "it has finished, or another process holds it")
+        if task.status is TaskStatus.CANCEL_REQUESTED:
+            # Cancelled while a retry was pending: this attempt never starts.
+            with contextlib.suppress(InvalidTransition):
+                self._persist(task_id, "cancel", lambda: self.ledger.transition(task_id, Event.ACKNOWLEDGE_CANCEL))
+            raise TaskSkipped(task_id, "it was cancelled")
+        if note is not None:
+            with contextlib.suppress(InvalidTransition):
+                self._persist(task_id, "attempt", lambda: self.ledger.transition(task_id, Event.PROGRESS, message=note))
+        handle = TaskHandle(self, task_id, self._interval)
+        with self._lock:
+            self._running[task_id] = handle
+        try:
+            with task_run(self.telemetry, task_id, self.runner) as run:
+                ended, result, error = self._run(handle, fn, args, kwargs, run, retrying)
+                run.ended(ended)
+        finally:
+            with self._lock:
+                self._running.pop(task_id, None)
+                self._dirty.discard(handle)
+        if error is not None:
+            raise error
+        return result
+
     def _execute(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         with self._lock:
             self._queued.pop(task_id, None)
@@ -471,7 +570,7 @@ class WorkerPool:
                 handle._request_cancel()
             try:
                 with task_run(self.telemetry, task_id, self.runner) as run:
-                    run.ended(self._run(handle, fn, args, kwargs, run))
+                    run.ended(self._run(handle, fn, args, kwargs, run)[0])
             finally:
                 with self._lock:
                     self._running.pop(task_id, None)
@@ -503,9 +602,21 @@ class WorkerPool:
             outcome.set()
 
     def _run(
-        self, handle: TaskHandle, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], run: TaskRun
-    ) -> Task | None:
-        """Run the task's function and record how it ended; the task as recorded (None if it could not be)."""
+        self,
+        handle: TaskHandle,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run: TaskRun,
+        retrying: Callable[[BaseException], str | None] | None = None,
+    ) -> tuple[Task | None, Any, BaseException | None]:
+        """Run the task's function and record how it ended.
+
+        Returns the task as recorded (None if it could not be, or it was released),
+        what the function returned, and what it raised (None if nothing).
+        ``retrying(exc)`` gives the message of a task its queue will run again
+        after ``exc``: it is then released, RUNNING, rather than ended.
+        """
         task_id = handle.id
         token = _current.set(handle)
         try:
@@ -515,15 +626,35 @@ class WorkerPool:
 
                 result = asyncio.run(_await(result))
         except TaskCancelled as exc:
-            return self._end_cancelled(handle, exc)
+            return self._end_cancelled(handle, exc), None, exc
         except BaseException as exc:
+            note = None
+            if retrying is not None:
+                try:
+                    note = retrying(exc)
+                except Exception:  # the queue's hook failed: the attempt's own error decides
+                    log(
+                        logging.ERROR,
+                        "could not tell whether task %s will be retried",
+                        task_id,
+                        task_id=task_id,
+                        exc_info=True,
+                    )
+            if note is not None:
+                if handle._released:
+                    return None, None, exc  # let go before the queue sent the next attempt
+                if handle.cancel_requested:
+                    # Asked to stop: the pending retry will find the task finished.
+                    return self._end_cancelled(handle, TaskCancelled(f"task {task_id} was cancelled")), None, exc
+                self._end(handle, Event.RELEASE, message=storable_text(note))
+                return None, None, exc
             # The task's own failure, recorded as its outcome: for the operator a
             # warning with the traceback, not an error of tasklib or the host.
             ordinary = isinstance(exc, Exception)
             level = logging.WARNING if ordinary else logging.ERROR
             log(level, "task %s failed", task_id, task_id=task_id, runner=self.runner, exc_info=exc)
             run.failed(exc)
-            return self._end(handle, Event.FAIL, message=describe(exc))
+            return self._end(handle, Event.FAIL, message=describe(exc)), None, exc
         finally:
             _current.reset(token)
         try:
@@ -531,8 +662,8 @@ class WorkerPool:
         except (TypeError, ValueError) as exc:
             message = f"the task returned a {type(result).__name__}, which cannot be stored as JSON: {exc}"
             log(logging.WARNING, "task %s failed: %s", task_id, message, task_id=task_id, runner=self.runner)
-            return self._end(handle, Event.FAIL, message=storable_text(message))
-        return self._end(handle, Event.COMPLETE, result=encoded)
+            return self._end(handle, Event.FAIL, message=storable_text(message)), result, None
+        return self._end(handle, Event.COMPLETE, result=encoded), result, None
 
     def _end_cancelled(self, handle: TaskHandle, exc: TaskCancelled) -> Task | None:
         try:

@@ -58,6 +58,8 @@ def act(tracker: TaskTracker, task_id: str, event: Event) -> Task:
         Event.COMPLETE: lambda: tracker.complete(task_id, result={"done": True}),
         Event.FAIL: lambda: tracker.fail(task_id, message="disk full"),
         Event.DIE: lambda: tracker.mark_dead(task_id, "runner gone"),
+        # No method of the tracker's: a queue's worker releases a task it will retry.
+        Event.RELEASE: lambda: tracker.workers.ledger.transition(task_id, Event.RELEASE, message="retrying"),
     }
     return calls[event]()
 

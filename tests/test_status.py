@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from freezegun import freeze_time
 
@@ -104,6 +106,26 @@ def test_every_event_names_its_effects_on_real_columns() -> None:
     writable = {"progress", "message", "result", "started", "runner"}
     for event, effects in EFFECTS.items():
         assert set(effects) <= writable, event
-        assert all(isinstance(effect, (Effect, int)) for effect in effects.values())
+        assert all(effect is None or isinstance(effect, (Effect, int)) for effect in effects.values())
     assert EFFECTS[Event.CANCEL] == {}  # a cancel request comes from outside: it carries nothing
+    assert EFFECTS[Event.RELEASE]["runner"] is None  # a released task belongs to no process
     assert EFFECTS[Event.COMPLETE]["progress"] == 100
+
+
+def test_a_released_task_belongs_to_no_process_and_is_taken_by_the_next_claim(
+    make_tracker: Callable[..., TaskTracker],
+) -> None:
+    """RELEASE keeps RUNNING and clears the runner; another runner's claim then takes it, a third's does not."""
+    first, second, third = make_tracker(), make_tracker(), make_tracker()
+    task = reach(first, S.RUNNING)
+    assert second.workers.ledger.claim(task.id) is None, "held by a live runner: not taken"
+    released = first.workers.ledger.transition(task.id, Event.RELEASE, message="attempt 2 queued")
+    assert released.status is S.RUNNING and released.message == "attempt 2 queued"
+    first.close()  # its runner's end does not take the released task with it
+    assert second.get(task.id).status is S.RUNNING
+    taken = second.workers.ledger.claim(task.id)
+    assert taken is not None and taken.status is S.RUNNING
+    assert third.workers.ledger.claim(task.id) is None
+    second.close()  # now it was second's: DEAD with it
+    assert third.get(task.id).status is S.DEAD
+    assert third.workers.ledger.claim(task.id) is None
