@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from .storage import StoreTarget
 
-__all__ = ["CALL_THREADS", "AsyncTaskTracker", "CallThreads"]
+__all__ = ["CALL_THREADS", "SETTLE_BATCH", "AsyncTaskTracker", "CallThreads"]
 
 #: The threads an async tracker runs its store calls on. Few: a call holds one
 #: only while the store answers, and waiting for a task holds none.
@@ -49,6 +49,10 @@ CALL_THREADS = 4
 #: Seconds between two looks of a worker thread, running an ``async def`` task
 #: function on the host's loop, at whether that loop has closed under it.
 LOOP_CHECK = 0.5
+
+#: The most results one turn of the loop settles: a burst of results (a lock let
+#: go after 1,000 calls waited for it) is spread over several turns.
+SETTLE_BATCH = 64
 
 R = TypeVar("R")
 
@@ -63,6 +67,10 @@ class _Mailbox:
         self._lock = threading.Lock()
         self._ready: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
 
+    def waiting(self, loop: asyncio.AbstractEventLoop) -> int:
+        with self._lock:
+            return len(self._ready.get(loop, ()))
+
     def post(self, loop: asyncio.AbstractEventLoop, outcome: _Outcome) -> None:
         with self._lock:
             batch = self._ready.get(loop)
@@ -76,7 +84,14 @@ class _Mailbox:
 
     def _settle(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
-            batch = self._ready.pop(loop, [])
+            ready = self._ready.get(loop, [])
+            batch = ready[:SETTLE_BATCH]
+            if len(ready) > SETTLE_BATCH:
+                # The rest on the loop's next turn: its timers and I/O come between.
+                del ready[:SETTLE_BATCH]
+                loop.call_soon(self._settle, loop)
+            else:
+                self._ready.pop(loop, None)
         for future, result, error in batch:
             if future.cancelled():
                 continue  # its awaiter was cancelled; the call itself ran to its end
@@ -148,6 +163,10 @@ class CallThreads:
                 thread = threading.Thread(target=_serve, args=(self._queue, self._mailbox), name=name, daemon=True)
                 thread.start()
                 self._threads.append(thread)
+
+    def waiting(self, loop: asyncio.AbstractEventLoop) -> int:
+        """How many results of calls already run wait for ``loop`` to take them."""
+        return self._mailbox.waiting(loop)
 
     def shutdown(self) -> None:
         """Let the threads end once the calls already handed over have run; later calls raise RuntimeError."""

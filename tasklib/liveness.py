@@ -146,14 +146,18 @@ class Liveness:
             count += self._bury(self.store.bury_stale(now - self.stale_after // _MS, self.stale_message(), now), now)
         return count
 
-    def bury_vanished_neighbours(self, now: int) -> int:
-        """Mark DEAD the tasks of the runners on this host whose process no longer exists; how many."""
-        count = 0
+    def bury_vanished_neighbours(self, now: int) -> list[Record]:
+        """Mark DEAD the tasks of the runners on this host whose process no longer exists; those tasks.
+
+        ``buried`` is not called: the caller announces them (its tracker's open()
+        does, once it no longer holds its lock, so a hook may call the tracker).
+        """
+        buried: list[Record] = []
         for token, pid in self.store.runners_on_host(self.runner.host, me=self.runner.token):
             if not process_exists(pid):
                 message = f"runner {self.runner.host}:{pid} is no longer running"
-                count += self._bury(self.store.bury_runner(token, message, now), now)
-        return count
+                buried += self.store.bury_runner(token, message, now)
+        return buried
 
     def heartbeat_round(self, now: int) -> int:
         """The heartbeat job: renew this runner's heartbeat, then sweep; how many tasks became DEAD."""

@@ -307,7 +307,8 @@ class TaskTracker:
                 return self
             self._maintenance.check_free()
             self._liveness.register()
-            self._liveness.bury_vanished_neighbours(now_ms())
+            now = now_ms()
+            buried = self._liveness.bury_vanished_neighbours(now)
             self._pool = WorkerPool(
                 self._ledger,
                 self.max_workers,
@@ -317,6 +318,7 @@ class TaskTracker:
             )
             self._maintenance.start()
             self._opened = self._liveness.alive = True
+        self._ledger.announce_buried(buried, now)  # past the lock: a hook may call this tracker
         return self
 
     def close(self, wait: bool = True) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import pathlib
 import subprocess
@@ -289,6 +290,28 @@ def test_many_calls_at_once_each_get_their_own_result(make_async: Callable[..., 
             assert all(isinstance(e, TaskNotFound) for e in errors)
 
     run(main())
+
+
+def test_a_burst_of_results_is_settled_over_several_turns_of_the_loop() -> None:
+    """Results that piled up while the loop was busy: SETTLE_BATCH a turn, other callbacks between."""
+
+    async def main() -> tuple[list[int], list[int]]:
+        calls = tasklib.aio.CallThreads(4, "tasklib-test-calls")
+        loop = asyncio.get_running_loop()
+        futures = [calls.submit(loop, functools.partial(int, i)) for i in range(200)]
+        deadline = time.monotonic() + WAIT
+        while calls.waiting(loop) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the loop is busy (blocked) while the threads run every call
+        seen: list[int] = []
+        loop.call_soon(lambda: seen.append(sum(f.done() for f in futures)))
+        try:
+            return list(await asyncio.gather(*futures)), seen
+        finally:
+            calls.shutdown()
+
+    results, seen = run(main())
+    assert results == list(range(200))
+    assert seen == [tasklib.aio.SETTLE_BATCH]
 
 
 def test_a_call_whose_awaiter_is_cancelled_still_runs_to_its_end(

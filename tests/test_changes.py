@@ -348,6 +348,18 @@ def test_hooks_see_a_vanished_neighbours_tasks_made_dead_at_open(
     orphan = child.stdout.strip()
     tracker = make_tracker()
     seen = dead_seen(tracker)
-    tracker.open()
+    followed: list[Task] = []
+
+    def follow_up(task: Task) -> None:
+        # A hook may call the tracker, even one that opens it: open() announces past its lock.
+        if task.status is TaskStatus.DEAD:
+            followed.append(tracker.start(tracker.submit(description=f"redo {task.id}").id))
+
+    tracker.on_change(follow_up)
+    opening = threading.Thread(target=tracker.open)
+    opening.start()
+    opening.join(WAIT)
+    assert not opening.is_alive(), "open() deadlocked on a hook that calls the tracker"
     assert [t.id for t in seen] == [orphan]
     assert "is no longer running" in (seen[0].message or "")
+    assert [t.status for t in followed] == [TaskStatus.RUNNING]
