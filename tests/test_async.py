@@ -431,10 +431,17 @@ def test_a_thousand_calls_against_a_locked_store_never_block_the_loop(
                 locker.wait(WAIT)
                 locker.stdout.close()
             assert len(results) == 1000 and all(isinstance(r, Task) for r in results)
-            assert len(await tracker.list(limit=1000)) == 510
+            submitted = [await tracker.get(task.id) for task in results[1::2]]
+            assert len({task.id for task in submitted}) == 500  # every write landed
             return lags, control, took
 
-    lags, control, took = run(main())
+    # A round in which the control loop, which touches no store, itself stalled for
+    # half the hold says only that the machine was starved (seen under two CPU
+    # burners and parallel suites): measure again, up to three rounds, before failing.
+    for _ in range(3):
+        lags, control, took = run(main())
+        if max(control) < HOLD / 2:
+            break
     assert took >= HOLD * 0.5  # the writes really waited for the lock
     assert len(lags) >= 20  # the recorder ran all along
     assert max(control) < HOLD / 2, "the machine is too loaded for the control loop to tell anything"
