@@ -203,3 +203,38 @@ def fuzz_paths(seed: int, count: int, *, encode: bool = False) -> list[str]:
     paths = [TASK + i for i in ids] + [TASK + i + "/cancel" for i in ids]
     cut_short = [path[: rng.randrange(len(path) + 1)] for path in paths[: count // 4]]
     return paths + cut_short
+
+
+async def asgi_exchange(
+    app: Any, method: str, path: str, headers: Mapping[str, str], body: bytes = b"", **scope: Any
+) -> tuple[int, dict[str, str], bytes]:
+    """Call an ASGI app once, as a server would, with the body in 1 KB messages: status, headers, body."""
+    sent: list[dict[str, Any]] = []
+    messages = [
+        {"type": "http.request", "body": body[i : i + 1024], "more_body": True} for i in range(0, len(body), 1024)
+    ]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    full = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": unquote(path),
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "server": ("127.0.0.1", 8000),
+        **scope,
+    }
+    await app(full, receive, send)
+    start, content = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, content

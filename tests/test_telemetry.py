@@ -23,7 +23,7 @@ from tasklib import AsyncTaskTracker, TaskCancelled, TaskStatus, TaskTracker
 from tasklib.telemetry import DURATION_METRIC, ENDED_METRIC, RUN_SPAN, SCOPE
 from tasklib.web import TRUST_ALL, asgi_app, wsgi_app
 
-from .helpers import WAIT
+from .helpers import WAIT, asgi_exchange
 
 pytest.importorskip("opentelemetry.sdk", reason="OpenTelemetry's SDK: install the test extra")
 
@@ -437,29 +437,8 @@ def test_a_span_around_each_request_of_the_async_adapters(store_url: str, otel: 
     """asgi_app on an AsyncTaskTracker: TaskResource.handle_async is traced as handle is."""
 
     async def request(app: Any, method: str, path: str) -> int:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"localhost")],
-            "server": ("localhost", 80),
-        }
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
-        return int(sent[0]["status"])
+        status, _, _ = await asgi_exchange(app, method, path, {"Host": "localhost"})
+        return status
 
     async def main() -> tuple[str, list[int]]:
         async with AsyncTaskTracker(

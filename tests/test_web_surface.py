@@ -33,7 +33,20 @@ from tasklib import AsyncTaskTracker, TaskStatus, TaskTracker
 from tasklib.server import make_server
 from tasklib.web import MAX_BODY, TRUST_ALL, asgi_app, fastapi_router, flask_blueprint, wsgi_app
 
-from .helpers import ADMIN, ALLOW_CANCEL, ALLOW_GET, JSON, OWNER, TASK, WAIT, auth, bearer, body_checker, submit
+from .helpers import (
+    ADMIN,
+    ALLOW_CANCEL,
+    ALLOW_GET,
+    JSON,
+    OWNER,
+    TASK,
+    WAIT,
+    asgi_exchange,
+    auth,
+    bearer,
+    body_checker,
+    submit,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
@@ -444,36 +457,8 @@ def test_what_the_router_answers_matches_its_openapi_document(
 
 
 def asgi_call(app: Any, method: str, path: str, headers: Mapping[str, str], body: bytes = b"", **scope: Any) -> Reply:
-    """Call an ASGI app once, as a server would, with the body in 1 KB messages."""
-    sent: list[dict[str, Any]] = []
-    messages = [
-        {"type": "http.request", "body": body[i : i + 1024], "more_body": True} for i in range(0, len(body), 1024)
-    ]
-    messages.append({"type": "http.request", "body": b"", "more_body": False})
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    full = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": unquote(path),
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "server": ("127.0.0.1", 8000),
-        **scope,
-    }
-    asyncio.run(app(full, receive, send))
-    start, content = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
-    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, content
+    """Call an ASGI app once, on a loop of its own."""
+    return asyncio.run(asgi_exchange(app, method, path, headers, body, **scope))
 
 
 @pytest.mark.parametrize("async_tracker", [False, True], ids=["TaskTracker", "AsyncTaskTracker"])
