@@ -29,7 +29,7 @@ import peewee
 from peewee import SQL, Case, Value, fn
 from playhouse import db_url
 from playhouse.migrate import SchemaMigrator, migrate
-from playhouse.pool import MaxConnectionsExceeded, PooledDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledDatabase, PooledPostgresqlDatabase
 
 from .clock import now_ms
 from .errors import StoreError
@@ -313,6 +313,40 @@ class _SqliteFile(peewee.SqliteDatabase):
         self._state.reset()  # type: ignore[attr-defined]
 
 
+class _PostgresPool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse.pool is untyped
+    """peewee's PostgreSQL pool, whose check-out costs no round trip for a connection that is plainly intact.
+
+    peewee checks a pooled connection on every check-out with a ``SELECT 1``, and
+    the store checks one out for every statement: on an idle, intact connection
+    that doubled the round trips of every write and read. A connection the server
+    closed (a restart, ``pg_terminate_backend``, an idle timeout) has been sent an
+    error and the end of the stream, which makes its socket readable; an intact
+    idle one has nothing to read, as no pooled connection listens. So only a
+    connection with something to read, or not idle, gets peewee's full check,
+    which discards a dead one before it is handed out, as before.
+    """
+
+    def _is_closed(self, conn: Any) -> bool:
+        if conn.closed:
+            return True
+        adapter = self._adapter
+        if adapter.txn_status(conn) == adapter.txn_idle and not _readable(conn):
+            return False
+        return bool(super()._is_closed(conn))
+
+
+def _readable(conn: Any) -> bool:
+    """Whether a driver connection's socket has something to read, without waiting."""
+    try:
+        if hasattr(select, "poll"):  # not select(): it refuses descriptors above 1023
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True  # cannot tell: the full check decides
+
+
 def _memory_database() -> peewee.SqliteDatabase:
     # ":memory:" gives each connection, so each peewee thread, its own empty
     # database. One connection shared by the tracker's threads keeps one store;
@@ -376,9 +410,10 @@ def open_database(
     # Pooled: connections outlive the threads that borrow them; one unused for five
     # minutes is replaced rather than trusted; a full pool makes callers wait, then fail.
     try:
-        return db_url.connect(
-            "postgresql+pool://" + rest, max_connections=pool_size, stale_timeout=300, timeout=pool_timeout
-        ), True
+        params = db_url.parse(f"{scheme}://{rest}")
+        if not params.get("database"):
+            raise ValueError("the URL names no database: postgresql://host/dbname, or postgresql:///dbname locally")
+        return _PostgresPool(max_connections=pool_size, stale_timeout=300, timeout=pool_timeout, **params), True
     except (RuntimeError, ValueError, ImportError, peewee.ImproperlyConfigured) as exc:
         raise StoreError(f"cannot open the database {scheme}://...: {_one_line(exc)}") from exc
 

@@ -18,6 +18,7 @@ from typing import Any
 import peewee
 import pytest
 from freezegun import freeze_time
+from playhouse import db_url
 
 import tasklib
 from tasklib import InvalidTransition, StoreError, Task, TaskStatus, TaskTracker
@@ -580,6 +581,51 @@ def test_a_full_pool_is_a_store_error_after_the_timeout(
     finally:
         db.close()
     assert tracker.get(task.id).status is S.ENQUEUED
+
+
+def _server_side(store_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """``sql``'s rows, run on a connection of its own: what the server sees of the tracker's."""
+    db = peewee.PostgresqlDatabase(**db_url.parse(store_url))
+    try:
+        return list(db.execute_sql(sql, params).fetchall())
+    finally:
+        db.close()
+
+
+@postgres_only
+def test_a_pooled_connection_is_handed_out_without_a_round_trip(
+    make_tracker: Callable[..., TaskTracker], store_url: str
+) -> None:
+    """Checking an intact connection out of the pool runs no statement: each write is one round trip, not two."""
+    tracker = make_tracker()
+    tracker.submit(description="probe")  # the pool's one connection last ran the insert
+    db = tracker._store.db
+    db.connect()  # checked out as every statement checks it out
+    try:
+        pid = db.connection().get_backend_pid()  # libpq's own record: no statement
+    finally:
+        db.close()
+    [(query,)] = _server_side(store_url, "SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
+    assert "INSERT INTO" in query, query  # not a liveness check's SELECT 1
+
+
+@postgres_only
+def test_a_connection_the_server_closed_is_replaced_before_a_submit(
+    make_tracker: Callable[..., TaskTracker], store_url: str
+) -> None:
+    """A pooled connection the server ended while it was idle is never handed to an insert, which could not retry."""
+    tracker = make_tracker()
+    first = tracker.submit(description="before")
+    gone = _server_side(
+        store_url,
+        "SELECT pg_terminate_backend(pid), pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%%tasklib_task%%'",
+    )
+    assert gone and all(ok for ok, _ in gone), gone
+    pids = tuple(pid for _, pid in gone)
+    eventually(lambda: not _server_side(store_url, "SELECT 1 FROM pg_stat_activity WHERE pid IN %s", (pids,)))
+    second = tracker.submit(description="after")  # on a new connection: the dead one was discarded
+    assert [tracker.get(t.id).description for t in (first, second)] == ["before", "after"]
 
 
 def _catch(into: list[BaseException], call: Callable[[], Any]) -> None:
