@@ -97,8 +97,8 @@ CLOSE_TIMEOUT = 10.0
 #: The key of the PostgreSQL advisory lock under which tasklib creates its tables.
 SCHEMA_LOCK_KEY = 7261
 
-#: The PostgreSQL channel every write of tasks notifies (NOTIFY is per database,
-#: as tasklib's tables are).
+#: The PostgreSQL channel every write of an existing task notifies (NOTIFY is per
+#: database, as tasklib's tables are); a new task's insert does not.
 CHANGE_CHANNEL = "tasklib_task"
 #: Seconds between two looks of a change probe: at SQLite's data_version, or
 #: for a stop while listening on PostgreSQL.
@@ -956,10 +956,17 @@ class Store:
         # time: there a write's NOTIFY follows it as a statement of its own.
         self._notify_after = not self._is_sqlite and bool(getattr(self.db, "index_value_literals", False))
         if not self._is_sqlite and not self._notify_after:
-            # Listeners in other processes hear of every write of tasks. NOTIFY goes in
-            # the write's own statement text: one round trip, and it is delivered only
-            # if that transaction commits.
-            for stmt in (self._insert, self._kill_runner, self._kill_stale, self._purge, *self._events.values()):
+            # Listeners in other processes hear of every write that changes an existing
+            # task. NOTIFY goes in the write's own statement text: one round trip, and it
+            # is delivered only if that transaction commits. A new task's insert notifies
+            # nobody: a listener only reads the versions of the tasks its waiters watch,
+            # and no waiter can be watching a task not yet inserted (watch() and wait()
+            # read the task first, and an id that is no task's is TaskNotFound). Leaving
+            # it out matters beyond the notification: PostgreSQL makes the commits of
+            # notifying transactions take turns on one lock held through their WAL flush,
+            # so the sending loop's insert would wait for the workers' flushes one by one
+            # instead of sharing a flush with them.
+            for stmt in (self._kill_runner, self._kill_stale, self._purge, *self._events.values()):
                 stmt.sql = f"NOTIFY {CHANGE_CHANNEL}; {stmt.sql}"
 
     def _transition(self, event: Event, where: tuple[Any, ...]) -> peewee.ModelUpdate:
@@ -1009,7 +1016,7 @@ class Store:
         stmt = self._insert_running if running else self._insert
         rows, _ = self._exec(stmt, values, write=True, retry_broken=False)
         record = Record._make(rows[0])
-        self._written(record.id)
+        self._written(record.id, notify=False)
         return record
 
     def fetch(self, task_id: int) -> tuple[Record, Heartbeat] | None:
@@ -1239,8 +1246,12 @@ class Store:
 
     # -- change notifications ---------------------------------------------------
 
-    def _written(self, task_id: int | None) -> None:
-        if self._notify_after:
+    def _written(self, task_id: int | None, *, notify: bool = True) -> None:
+        """After a committed write of tasks: NOTIFY where it is a statement of its own, and the ``written`` callback.
+
+        ``notify=False`` for a new task's insert (see :meth:`_build_statements`).
+        """
+        if notify and self._notify_after:
             try:
                 self._run(f"NOTIFY {CHANGE_CHANNEL}", (), write=True)
             except StoreError as exc:  # the write stands; listeners catch up at their next look

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tasklib import Task, TaskNotFound, TaskStatus, TaskTracker, TrackerClosed
+from tasklib.storage import CHANGE_CHANNEL
 from tasklib.tracker import CLOSED_MESSAGE, RECHECK
 
 from .helpers import WAIT
@@ -181,6 +183,46 @@ def test_the_listener_connects_again_after_losing_its_connection(
         time.sleep(0.01)
     writer.complete(task.id)
     assert [s.status for s in snapshots] == [TaskStatus.COMPLETE]
+
+
+def test_a_new_task_notifies_no_listener_and_its_changes_do(
+    make_tracker: Callable[..., TaskTracker], store_url: str, is_sqlite: bool
+) -> None:
+    """PostgreSQL: no waiter can watch a task not yet inserted, so its insert sends no NOTIFY; a change of it does.
+
+    A notifying commit takes turns with the others on PostgreSQL's notification
+    lock through its WAL flush: the insert of a sending loop must not queue there.
+    """
+    if is_sqlite:
+        pytest.skip("PostgreSQL's notifications")
+    psycopg2 = pytest.importorskip("psycopg2")
+    tracker = make_tracker()
+    listener = psycopg2.connect(store_url)
+    listener.autocommit = True
+
+    def hear() -> list[str]:
+        """The payloads of the notifications up to the test's own last one, sent after the writes."""
+        with listener.cursor() as cursor:
+            cursor.execute(f"NOTIFY {CHANGE_CHANNEL}, 'end'")  # delivered after every earlier commit's
+        heard: list[str] = []
+        deadline = time.monotonic() + WAIT
+        while "end" not in heard:
+            assert time.monotonic() < deadline, f"the test's own notification never came: {heard}"
+            select.select([listener], [], [], 0.05)
+            listener.poll()
+            heard.extend(n.payload for n in listener.notifies)
+            listener.notifies.clear()
+        return heard[: heard.index("end")]
+
+    try:
+        listener.cursor().execute(f"LISTEN {CHANGE_CHANNEL}")
+        task = tracker.submit(description="t", submitted_by=1)
+        assert hear() == []
+        tracker.cancel(task.id)  # ENQUEUED -> CANCELLED: a change of an existing task
+        assert hear() == [""]
+    finally:
+        listener.close()
+    assert tracker.get(task.id).status is TaskStatus.CANCELLED
 
 
 def test_a_purged_task_ends_its_watch(tracker: TaskTracker) -> None:
