@@ -33,6 +33,7 @@ from playhouse.pool import MaxConnectionsExceeded, PooledDatabase, PooledPostgre
 
 from .clock import now_ms
 from .errors import StoreError
+from .groupcommit import GroupCommit
 from .status import EFFECTS, UNFINISHED, Effect, Event, TaskStatus, moves, writes
 from .telemetry import log
 
@@ -563,6 +564,8 @@ class Store:
         # A SQLite database whose threads each keep their own connection (every file
         # store) takes the direct path of :meth:`_run`.
         self._direct = self._is_sqlite and self._serial is None and not self._pooled and self.db.autoconnect
+        # The direct path's writes of threads that meet are committed together.
+        self._commits = GroupCommit(self.db.connection)
         try:
             self._ensure_schema()
         except BaseException:
@@ -706,9 +709,9 @@ class Store:
             if write and gate is not None:
                 gate.enter_shared()
             try:
+                if write:
+                    return self._commits.write(sql, params)
                 cursor = self.db.connection().execute(sql, params)
-                # Fetch every row: an UPDATE ... RETURNING is not finished, nor its
-                # autocommit transaction committed, until its cursor is exhausted.
                 return cursor.fetchall(), cursor.rowcount
             except peewee.PeeweeException:
                 raise

@@ -1,0 +1,165 @@
+"""Group commit: writes that meet on one SQLite store are committed together.
+
+SQLite lets one connection write at a time. When threads of one process write at
+once, all but one would wait in SQLite's busy handler, which sleeps in steps of
+1 to 100 ms, and each would then pay a commit of its own: a WAL append of every
+page it touched (and a sync of the WAL under ``synchronous=FULL``). Instead the
+first writer leads: it runs its write at once, alone. Writers that come while it
+runs queue behind it, and the leader then commits every queued write in one
+transaction, on its own connection, as long as writes keep queueing (up to
+``LEAD_BATCHES`` batches, after which the first queued writer leads on). A
+writer returns only once its write is committed, so a batch acknowledges nothing
+earlier than a write of its own would.
+
+A write that fails in a batch undoes the batch, whose writes then run again one
+by one, each in its own transaction: every caller gets the outcome its write
+alone would have had, and a rejected write changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["GroupCommit"]
+
+#: What a write gives back: its rows (an INSERT or UPDATE ... RETURNING) and row count.
+Outcome = tuple[list[tuple[Any, ...]], int]
+
+#: How many batches one writer commits in a row, its own first, before it hands the
+#: lead to the first writer queued: the thread that already holds the GIL and the
+#: connection goes on while writes keep coming, yet no caller waits on others for long.
+LEAD_BATCHES = 8
+
+
+class _Write:
+    """One queued write, and the lock its caller waits on until it is done or leads."""
+
+    __slots__ = ("batch", "done", "error", "outcome", "params", "sql")
+
+    def __init__(self, sql: str, params: Sequence[Any]) -> None:
+        self.sql = sql
+        self.params = params
+        self.outcome: Outcome = ([], 0)
+        self.error: BaseException | None = None
+        self.done: threading.Lock | None = None
+        self.batch: list[_Write] | None = None  # set when this write's thread is to lead them
+
+    def result(self) -> Outcome:
+        if self.error is not None:
+            raise self.error
+        return self.outcome
+
+
+def _run_one(conn: sqlite3.Connection, write: _Write) -> None:
+    # In autocommit mode: one statement, one transaction.
+    try:
+        cursor = conn.execute(write.sql, write.params)
+        # Every row: an UPDATE ... RETURNING is not finished, nor committed, until read.
+        write.outcome = (cursor.fetchall(), cursor.rowcount)
+    except BaseException as exc:
+        write.error = exc
+
+
+class GroupCommit:
+    """The writes of one store's threads, committed in batches when they meet.
+
+    ``connection()`` gives the calling thread's own connection, in autocommit
+    mode. Each thread may have one write under way at a time (a thread waits
+    for its own write), which is how every caller of a store uses it.
+    """
+
+    def __init__(self, connection: Callable[[], sqlite3.Connection]) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+        self._leading = False
+        self._queued: list[_Write] = []
+
+    @property
+    def waiting(self) -> int:
+        """How many writes are queued behind the one being committed now."""
+        with self._lock:
+            return len(self._queued)
+
+    def write(self, sql: str, params: Sequence[Any]) -> Outcome:
+        """Run one write statement, committed when this returns: its rows and row count.
+
+        Raises what the driver raised for this statement.
+        """
+        conn = self._connection()
+        if conn.in_transaction:
+            # Part of a transaction of the caller's own: it commits with it, not with a batch.
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall(), cursor.rowcount
+        mine = _Write(sql, params)
+        with self._lock:
+            lead = not self._leading
+            if lead:
+                self._leading = True
+            else:
+                mine.done = threading.Lock()
+                mine.done.acquire()
+                self._queued.append(mine)
+        if lead:
+            batch = [mine]
+        else:
+            assert mine.done is not None
+            mine.done.acquire()  # released by the leader: done, or this thread leads next
+            if mine.batch is None:
+                return mine.result()
+            batch = mine.batch
+        for led in range(1, LEAD_BATCHES + 1):
+            try:
+                self._run(conn, batch)
+            finally:
+                with self._lock:
+                    queued, self._queued = self._queued, []
+                    if not queued:
+                        self._leading = False
+                for write in batch:
+                    if write is not mine:
+                        assert write.done is not None
+                        write.done.release()
+            if not queued:
+                break
+            if led == LEAD_BATCHES:
+                # Led long enough: the first queued writer leads on, and this caller returns.
+                queued[0].batch = queued
+                assert queued[0].done is not None
+                queued[0].done.release()
+                break
+            batch = queued
+        return mine.result()
+
+    @staticmethod
+    def _run(conn: sqlite3.Connection, batch: list[_Write]) -> None:
+        if len(batch) == 1:
+            _run_one(conn, batch[0])
+            return
+        try:
+            # IMMEDIATE: the write lock up front, as every write transaction of the store takes it.
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = []
+            for write in batch:
+                cursor = conn.execute(write.sql, write.params)
+                outcomes.append((cursor.fetchall(), cursor.rowcount))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if not isinstance(exc, Exception):
+                # Interrupted (KeyboardInterrupt, SystemExit): nothing of the batch was
+                # written, and its other writers are told so, as by a failed write.
+                for write in batch:
+                    write.error = sqlite3.OperationalError("the write was interrupted; nothing was written")
+                raise
+            # Each write again on its own: each gets the outcome it alone would have.
+            for write in batch:
+                _run_one(conn, write)
+            return
+        for write, outcome in zip(batch, outcomes, strict=True):
+            write.outcome = outcome

@@ -1,0 +1,201 @@
+"""Group commit: writes of threads that meet are committed together, each with its own outcome."""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from tasklib.groupcommit import GroupCommit
+
+INSERT = "INSERT INTO t (v) VALUES (?) RETURNING id"
+
+
+class Recorder:
+    """A thread's connection that records what it runs, and can hold one statement until let go."""
+
+    def __init__(self, path: pathlib.Path, log: list[tuple[str, Any]], hold: dict[str, threading.Event]) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        self._log = log
+        self._hold = hold
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        value = params[0] if params else None
+        self._log.append((sql, value))
+        if value in self._hold:
+            self._hold.pop(value).wait(10)
+        if value == "interrupt":
+            raise KeyboardInterrupt
+        return self._conn.execute(sql, params)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class Harness:
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self.log: list[tuple[str, Any]] = []
+        self.hold: dict[str, threading.Event] = {}
+        self._local = threading.local()
+        self._opened: list[Recorder] = []
+        setup = sqlite3.connect(path, isolation_level=None)
+        setup.execute("PRAGMA journal_mode = WAL")
+        setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL CHECK (v != 'bad'))")
+        setup.close()
+        self.commits = GroupCommit(self.connection)  # type: ignore[arg-type]
+
+    def connection(self) -> Recorder:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = Recorder(self.path, self.log, self.hold)
+            self._opened.append(conn)
+        return conn
+
+    def rows(self) -> list[str]:
+        conn = sqlite3.connect(self.path)
+        try:
+            return [v for (v,) in conn.execute("SELECT v FROM t ORDER BY v")]
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        for conn in self._opened:
+            conn.close()
+
+
+@pytest.fixture
+def harness(tmp_path: pathlib.Path) -> Iterator[Harness]:
+    h = Harness(tmp_path / "g.db")
+    yield h
+    h.close()
+
+
+def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = target()
+        except BaseException as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def held_leader(harness: Harness) -> tuple[threading.Event, threading.Thread, dict[str, Any]]:
+    """A first writer whose statement is held: the writes that come next queue behind it."""
+    release = harness.hold["lead"] = threading.Event()
+    thread, out = in_thread(lambda: harness.commits.write(INSERT, ("lead",)))
+    until(lambda: ("INSERT INTO t (v) VALUES (?) RETURNING id", "lead") in harness.log)
+    return release, thread, out
+
+
+def queue_writers(harness: Harness, values: list[str]) -> list[tuple[threading.Thread, dict[str, Any]]]:
+    writers = []
+    for count, value in enumerate(values, start=1):
+        writers.append(in_thread(lambda value=value: harness.commits.write(INSERT, (value,))))
+        until(lambda count=count: harness.commits.waiting == count)
+    return writers
+
+
+def test_writes_that_meet_are_committed_in_one_transaction_each_with_its_own_rows(harness: Harness) -> None:
+    release, leader, lead_out = held_leader(harness)
+    writers = queue_writers(harness, ["a", "b", "c"])
+    release.set()
+    leader.join(10)
+    for thread, _ in writers:
+        thread.join(10)
+    ids = [lead_out["value"][0][0][0]] + [out["value"][0][0][0] for _, out in writers]
+    assert len(set(ids)) == 4
+    assert all(out["value"][1] == 1 for _, out in [(leader, lead_out), *writers])
+    assert harness.rows() == ["a", "b", "c", "lead"]
+    # The leader's own write alone, then the three queued ones in one transaction, on its connection.
+    statements = [sql for sql, _ in harness.log]
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert statements.count("COMMIT") == 1
+    begin = statements.index("BEGIN IMMEDIATE")
+    assert [value for _, value in harness.log[begin + 1 : begin + 4]] == ["a", "b", "c"]
+    assert harness.commits.waiting == 0
+
+
+def test_a_write_that_fails_in_a_batch_fails_alone_and_changes_nothing(harness: Harness) -> None:
+    release, leader, lead_out = held_leader(harness)
+    writers = queue_writers(harness, ["a", "bad", "c"])
+    release.set()
+    for thread, _ in [(leader, lead_out), *writers]:
+        thread.join(10)
+    outs = [out for _, out in writers]
+    assert "error" not in lead_out and "error" not in outs[0] and "error" not in outs[2]
+    assert isinstance(outs[1]["error"], sqlite3.IntegrityError)
+    assert harness.rows() == ["a", "c", "lead"]
+    assert "ROLLBACK" in [sql for sql, _ in harness.log]
+    # Still usable: the next write leads, alone.
+    assert harness.commits.write(INSERT, ("d",))[1] == 1
+    assert harness.rows() == ["a", "c", "d", "lead"]
+
+
+def test_an_interrupted_batch_writes_nothing_and_tells_every_writer(harness: Harness) -> None:
+    release, leader, lead_out = held_leader(harness)
+    writers = queue_writers(harness, ["a", "interrupt", "c"])
+    release.set()
+    for thread, _ in [(leader, lead_out), *writers]:
+        thread.join(10)
+    # The leader's own write was committed before it led the batch; it is the thread interrupted.
+    assert isinstance(lead_out.get("error"), KeyboardInterrupt)
+    for _, out in writers:
+        assert isinstance(out["error"], sqlite3.OperationalError)
+    assert harness.rows() == ["lead"]
+    assert harness.commits.waiting == 0
+    assert harness.commits.write(INSERT, ("d",))[1] == 1
+    assert harness.rows() == ["d", "lead"]
+
+
+def test_a_write_inside_the_callers_transaction_commits_with_it(harness: Harness) -> None:
+    conn = harness.connection()
+    conn.execute("BEGIN IMMEDIATE")
+    harness.commits.write(INSERT, ("x",))
+    conn.execute("ROLLBACK")
+    assert harness.rows() == []
+    conn.execute("BEGIN IMMEDIATE")
+    harness.commits.write(INSERT, ("y",))
+    conn.execute("COMMIT")
+    assert harness.rows() == ["y"]
+
+
+def test_many_threads_each_write_committed_once_with_its_own_id(harness: Harness) -> None:
+    threads, per_thread = 8, 300
+    got: dict[int, list[int]] = {}
+
+    def writer(n: int) -> None:
+        got[n] = [harness.commits.write(INSERT, (f"{n}-{i}",))[0][0][0] for i in range(per_thread)]
+
+    workers = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(60)
+    ids = [i for n in range(threads) for i in got[n]]
+    assert len(ids) == len(set(ids)) == threads * per_thread
+    assert len(harness.rows()) == threads * per_thread
+    # Each thread's writes were committed in the order it made them.
+    for n in range(threads):
+        assert got[n] == sorted(got[n])
