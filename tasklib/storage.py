@@ -89,6 +89,10 @@ SCHEMES = {"sqlite": None, "postgres": "postgres", "postgresql": "postgres"}
 #: waits for one when all are in use before StoreError.
 DEFAULT_POOL_SIZE = 32
 DEFAULT_POOL_TIMEOUT = 10.0
+#: Seconds a pooled PostgreSQL connection may have sat idle and still be handed out
+#: on the evidence of its socket alone; one idle longer gets a ``SELECT 1`` first,
+#: which also finds one a firewall dropped without a word (see _PostgresPool).
+POOL_QUIET_CHECK = 10.0
 #: Seconds a SQLite connection waits for another writer's lock before giving up.
 SQLITE_BUSY_TIMEOUT = 10.0
 #: Attempts of a write that SQLite refused as busy or locked before the caller is told.
@@ -322,18 +326,45 @@ class _PostgresPool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhous
     that doubled the round trips of every write and read. A connection the server
     closed (a restart, ``pg_terminate_backend``, an idle timeout) has been sent an
     error and the end of the stream, which makes its socket readable; an intact
-    idle one has nothing to read, as no pooled connection listens. So only a
-    connection with something to read, or not idle, gets peewee's full check,
-    which discards a dead one before it is handed out, as before.
+    idle one has nothing to read, as no pooled connection listens. So a connection
+    back in the pool for less than POOL_QUIET_CHECK seconds, idle and with nothing
+    to read, is handed out as it is; any other gets peewee's full check, which
+    discards a dead one before it is handed out, as before. A connection lost
+    without a word (a firewall dropping it) is only found by a round trip: after a
+    long quiet spell it gets one, and a busy pool's connections are in use.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._returned: dict[int, float] = {}  # conn_key -> time.monotonic() it came back to the pool
+
     def _is_closed(self, conn: Any) -> bool:
+        returned = self._returned.pop(self.conn_key(conn), None)
         if conn.closed:
             return True
         adapter = self._adapter
-        if adapter.txn_status(conn) == adapter.txn_idle and not _readable(conn):
+        if (
+            returned is not None
+            and time.monotonic() - returned < POOL_QUIET_CHECK
+            and adapter.txn_status(conn) == adapter.txn_idle
+            and not _readable(conn)
+        ):
             return False
         return bool(super()._is_closed(conn))
+
+    def _close(self, conn: Any, close_conn: bool = False) -> None:
+        # The pool's lock (reentrant) guards the dict too: _is_closed runs under it.
+        with self._pool_lock:
+            if close_conn:
+                self._returned.pop(self.conn_key(conn), None)
+            else:
+                self._returned[self.conn_key(conn)] = time.monotonic()
+            super()._close(conn, close_conn)
+
+    def _close_raw(self, conn: Any) -> None:
+        with self._pool_lock:
+            self._returned.pop(self.conn_key(conn), None)
+        super()._close_raw(conn)
 
 
 def _readable(conn: Any) -> bool:

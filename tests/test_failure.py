@@ -21,6 +21,7 @@ from freezegun import freeze_time
 from playhouse import db_url
 
 import tasklib
+import tasklib.storage
 from tasklib import InvalidTransition, StoreError, Task, TaskStatus, TaskTracker
 from tasklib.jsonvalue import MAX_DEPTH
 from tasklib.tracker import CLOSED_MESSAGE
@@ -607,6 +608,24 @@ def test_a_pooled_connection_is_handed_out_without_a_round_trip(
         db.close()
     [(query,)] = _server_side(store_url, "SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
     assert "INSERT INTO" in query, query  # not a liveness check's SELECT 1
+
+
+@postgres_only
+def test_a_connection_quiet_for_long_is_checked_with_a_round_trip(
+    make_tracker: Callable[..., TaskTracker], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past POOL_QUIET_CHECK in the pool a connection gets peewee's SELECT 1: only that finds one dropped silently."""
+    monkeypatch.setattr(tasklib.storage, "POOL_QUIET_CHECK", 0.0)  # every connection has been quiet for long
+    tracker = make_tracker()
+    tracker.submit(description="probe")
+    db = tracker._store.db
+    db.connect()
+    try:
+        pid = db.connection().get_backend_pid()
+    finally:
+        db.close()
+    [(query,)] = _server_side(store_url, "SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
+    assert query == "SELECT 1"
 
 
 @postgres_only
