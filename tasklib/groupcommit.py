@@ -45,7 +45,8 @@ class _Write:
         self.params = params
         self.outcome: Outcome = ([], 0)
         self.error: BaseException | None = None
-        self.done: threading.Lock | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
         self.batch: list[_Write] | None = None  # set when this write's thread is to lead them
 
     def result(self) -> Outcome:
@@ -62,6 +63,13 @@ def _run_one(conn: sqlite3.Connection, write: _Write) -> None:
         write.outcome = (cursor.fetchall(), cursor.rowcount)
     except BaseException as exc:
         write.error = exc
+
+
+def _release(batch: list[_Write]) -> None:
+    # Each writer's outcome is set: let its thread go (releasing one's own lock, as a
+    # writer that led its batch does, is harmless).
+    for write in batch:
+        write.done.release()
 
 
 class GroupCommit:
@@ -94,45 +102,61 @@ class GroupCommit:
             # Part of a transaction of the caller's own: it commits with it, not with a batch.
             cursor = conn.execute(sql, params)
             return cursor.fetchall(), cursor.rowcount
-        mine = _Write(sql, params)
         with self._lock:
-            lead = not self._leading
-            if lead:
-                self._leading = True
-            else:
-                mine.done = threading.Lock()
-                mine.done.acquire()
+            if self._leading:
+                mine = _Write(sql, params)
                 self._queued.append(mine)
-        if lead:
-            batch = [mine]
-        else:
-            assert mine.done is not None
-            mine.done.acquire()  # released by the leader: done, or this thread leads next
-            if mine.batch is None:
-                return mine.result()
-            batch = mine.batch
-        for led in range(1, LEAD_BATCHES + 1):
+            else:
+                self._leading = True
+                mine = None
+        if mine is None:
+            # The lead: this write at once, alone, then what queued behind it.
+            try:
+                cursor = conn.execute(sql, params)
+                # Every row: an UPDATE ... RETURNING is not finished, nor committed, until read.
+                outcome = cursor.fetchall(), cursor.rowcount
+            except BaseException:
+                self._hand_on(self._take())
+                raise
+            queued = self._take()
+            if queued:
+                self._lead(conn, queued, LEAD_BATCHES - 1)
+            return outcome
+        mine.done.acquire()  # released by a leader: done, or this thread leads next
+        if mine.batch is not None:
+            self._lead(conn, mine.batch, LEAD_BATCHES)
+        return mine.result()
+
+    def _take(self) -> list[_Write]:
+        """The writes queued now, which the caller is to lead; with none, the lead is given up."""
+        with self._lock:
+            queued, self._queued = self._queued, []
+            if not queued:
+                self._leading = False
+        return queued
+
+    @staticmethod
+    def _hand_on(queued: list[_Write]) -> None:
+        # The first queued writer leads them, on its own thread.
+        if queued:
+            queued[0].batch = queued
+            queued[0].done.release()
+
+    def _lead(self, conn: sqlite3.Connection, batch: list[_Write], batches: int) -> None:
+        """Commit ``batch``, then what queues meanwhile, up to ``batches`` batches; then hand the lead on."""
+        for _ in range(batches):
             try:
                 self._run(conn, batch)
-            finally:
-                with self._lock:
-                    queued, self._queued = self._queued, []
-                    if not queued:
-                        self._leading = False
-                for write in batch:
-                    if write is not mine:
-                        assert write.done is not None
-                        write.done.release()
-            if not queued:
-                break
-            if led == LEAD_BATCHES:
-                # Led long enough: the first queued writer leads on, and this caller returns.
-                queued[0].batch = queued
-                assert queued[0].done is not None
-                queued[0].done.release()
-                break
-            batch = queued
-        return mine.result()
+            except BaseException:
+                # Interrupted: the batch's writers are told; the next queued writer leads.
+                _release(batch)
+                self._hand_on(self._take())
+                raise
+            _release(batch)
+            batch = self._take()
+            if not batch:
+                return
+        self._hand_on(batch)
 
     @staticmethod
     def _run(conn: sqlite3.Connection, batch: list[_Write]) -> None:
