@@ -19,6 +19,7 @@ alone would have had, and a rejected write changes nothing.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ LEAD_BATCHES = 8
 class _Write:
     """One queued write, and the lock its caller waits on until it is done or leads."""
 
-    __slots__ = ("batch", "done", "error", "outcome", "params", "sql")
+    __slots__ = ("after", "batch", "done", "error", "outcome", "params", "sql")
 
     def __init__(self, sql: str, params: Sequence[Any]) -> None:
         self.sql = sql
@@ -48,6 +49,7 @@ class _Write:
         self.done = threading.Lock()
         self.done.acquire()
         self.batch: list[_Write] | None = None  # set when this write's thread is to lead them
+        self.after: _Write | None = None  # the next writer of its batch, whom this one wakes
 
     def result(self) -> Outcome:
         if self.error is not None:
@@ -65,11 +67,18 @@ def _run_one(conn: sqlite3.Connection, write: _Write) -> None:
         write.error = exc
 
 
-def _release(batch: list[_Write]) -> None:
-    # Each writer's outcome is set: let its thread go (releasing one's own lock, as a
-    # writer that led its batch does, is harmless).
-    for write in batch:
-        write.done.release()
+def _wake(batch: list[_Write], leader: _Write | None) -> None:
+    """Let the writers of a committed batch go, but the ``leader``'s own.
+
+    Each woken writer wakes the next (see :meth:`GroupCommit.write`): waking a
+    thread is a system call, and the leader, which may be the busiest thread of
+    the host (a loop submitting tasks), makes one, not one per writer.
+    """
+    waiting = [write for write in batch if write is not leader]
+    for write, after in itertools.pairwise(waiting):
+        write.after = after
+    if waiting:
+        waiting[0].done.release()
 
 
 class GroupCommit:
@@ -120,11 +129,13 @@ class GroupCommit:
                 raise
             queued = self._take()
             if queued:
-                self._lead(conn, queued, LEAD_BATCHES - 1)
+                self._lead(conn, queued, LEAD_BATCHES - 1, None)
             return outcome
-        mine.done.acquire()  # released by a leader: done, or this thread leads next
+        mine.done.acquire()  # released when done (by the leader or the writer before), or to lead
         if mine.batch is not None:
-            self._lead(conn, mine.batch, LEAD_BATCHES)
+            self._lead(conn, mine.batch, LEAD_BATCHES, mine)
+        elif mine.after is not None:
+            mine.after.done.release()
         return mine.result()
 
     def _take(self) -> list[_Write]:
@@ -142,17 +153,21 @@ class GroupCommit:
             queued[0].batch = queued
             queued[0].done.release()
 
-    def _lead(self, conn: sqlite3.Connection, batch: list[_Write], batches: int) -> None:
-        """Commit ``batch``, then what queues meanwhile, up to ``batches`` batches; then hand the lead on."""
+    def _lead(self, conn: sqlite3.Connection, batch: list[_Write], batches: int, mine: _Write | None) -> None:
+        """Commit ``batch``, then what queues meanwhile, up to ``batches`` batches; then hand the lead on.
+
+        ``mine`` is the leader's own write when ``batch`` holds it (it is not woken), else None.
+        """
         for _ in range(batches):
             try:
                 self._run(conn, batch)
             except BaseException:
                 # Interrupted: the batch's writers are told; the next queued writer leads.
-                _release(batch)
+                _wake(batch, mine)
                 self._hand_on(self._take())
                 raise
-            _release(batch)
+            _wake(batch, mine)
+            mine = None
             batch = self._take()
             if not batch:
                 return
