@@ -3,19 +3,19 @@
 Both sides use one transaction per operation, the same SQL text (taken from
 tasklib's own prepared statements) and the same pragmas, on files in the same
 directory, at each durability ("normal": WAL + synchronous=NORMAL, "full":
-synchronous=FULL). Rounds alternate between the two sides, so a noisy neighbour
-hurts both alike; the median round of each side is judged, the best is printed
-beside it. get+to_json makes the same text on both sides (Jira's
+synchronous=FULL). Each operation runs in short rounds, the two sides' rounds
+interleaved and the side going first alternating, so a slow spell of the disk or
+a noisy neighbour hurts both alike; the median round of each side is judged, the
+best is printed beside it. get+to_json makes the same text on both sides (Jira's
 TaskProgressBeanObject, checked before timing). Targets: every ratio >= 0.7,
 get+to_json >= 0.8.
 
-    python benchmarks/bench_core.py [--tasks 20000] [--full-tasks 2000] [--reads 20000] [--rounds 5]
+    python benchmarks/bench_core.py [--tasks 20000] [--full-tasks 2000] [--reads 20000] [--rounds 20]
         [--durability normal full]
 
 "full" syncs at every commit, a few hundred writes a second on many disks, so it
 runs fewer tasks (--full-tasks). A read syncs nothing: get+to_json runs --reads
-times a round at either durability (cycling over the tasks), long enough to be
-timed through the neighbours' noise.
+times in all at either durability (cycling over the tasks).
 """
 
 from __future__ import annotations
@@ -67,82 +67,111 @@ def jira_json(row: tuple, now: int) -> str:
     return ENCODER.encode(d)
 
 
-def run_tasklib(path: str, n: int, durability: str, reads: int) -> dict[str, float]:
-    tracker = TaskTracker(path, base_url=PREFIX, durability=durability)
-    times: dict[str, float] = {}
-    t = time.perf_counter()
-    ids = [tracker.submit(description="bench", submitted_by=10000).id for _ in range(n)]
-    times["submit"] = time.perf_counter() - t
-    t = time.perf_counter()
-    for task_id in ids:
-        tracker.update_progress(task_id, 50, message="half way")
-    times["update_progress"] = time.perf_counter() - t
-    read = [ids[i % n] for i in range(reads)]
-    t = time.perf_counter()
-    for task_id in read:
-        tracker.get(task_id).to_json()
-    times["get+to_json"] = time.perf_counter() - t
-    t = time.perf_counter()
-    for task_id in ids:
-        tracker.complete(task_id, result={"deleted": 100})
-    times["complete"] = time.perf_counter() - t
-    tracker.close()
-    return times
+class Tasklib:
+    """tasklib's side: its public calls on a tracker of its own file."""
+
+    def __init__(self, path: str, durability: str) -> None:
+        self.tracker = TaskTracker(path, base_url=PREFIX, durability=durability)
+        self.ids: list[str] = []
+
+    def submit(self, k: int) -> None:
+        submit = self.tracker.submit
+        self.ids.extend(submit(description="bench", submitted_by=10000).id for _ in range(k))
+
+    def update_progress(self, batch: list[int]) -> None:
+        for i in batch:
+            self.tracker.update_progress(self.ids[i], 50, message="half way")
+
+    def read(self, batch: list[int]) -> None:
+        for i in batch:
+            self.tracker.get(self.ids[i]).to_json()
+
+    def complete(self, batch: list[int]) -> None:
+        for i in batch:
+            self.tracker.complete(self.ids[i], result={"deleted": 100})
+
+    def close(self) -> None:
+        self.tracker.close()
 
 
-def run_sqlite3(
-    path: str, n: int, statements: dict[str, tuple[str, Callable[..., list]]], durability: str, reads: int
-) -> dict[str, float]:
-    # Create the same tables with tasklib, then close it: only the statements are timed.
-    TaskTracker(path).close()
-    conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
-    for name, value in SQLITE_FILE_PRAGMAS + SQLITE_PRAGMAS[durability]:
-        conn.execute(f"PRAGMA {name} = {value}")
-    times: dict[str, float] = {}
-    insert_sql, insert_bind = statements["insert"]
-    t = time.perf_counter()
-    ids = []
-    for _ in range(n):
-        row = conn.execute(
-            insert_sql, insert_bind({"description": "bench", "submitted_by": 10000, "now": now_ms(), "runner": None})
-        ).fetchall()[0]
-        ids.append(row[0])
-    times["submit"] = time.perf_counter() - t
-    progress_sql, progress_bind = statements["progress"]
-    t = time.perf_counter()
-    for key in ids:
-        conn.execute(
-            progress_sql,
-            progress_bind(
-                {"id": key, "now": now_ms(), "progress": 50, "message": "half way", "result": None, "runner": "r"}
-            ),
-        ).fetchall()
-    times["update_progress"] = time.perf_counter() - t
-    select_sql, select_bind = statements["select"]
-    read = [ids[i % n] for i in range(reads)]
-    t = time.perf_counter()
-    for key in read:
-        row = conn.execute(select_sql, select_bind({"id": key})).fetchall()[0]
-        jira_json(row, now_ms())
-    times["get+to_json"] = time.perf_counter() - t
-    complete_sql, complete_bind = statements["complete"]
-    t = time.perf_counter()
-    for key in ids:
-        conn.execute(
-            complete_sql,
-            complete_bind({"id": key, "now": now_ms(), "progress": None, "message": None, "result": '{"deleted":100}'}),
-        ).fetchall()
-    times["complete"] = time.perf_counter() - t
-    conn.close()
-    return times
+class Sqlite3:
+    """The baseline: the same statements through plain sqlite3, same pragmas, its own file."""
+
+    def __init__(self, path: str, durability: str, statements: dict[str, tuple[str, Callable[..., list]]]) -> None:
+        TaskTracker(path).close()  # the same tables, created by tasklib; only the statements are timed
+        self.conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
+        for name, value in SQLITE_FILE_PRAGMAS + SQLITE_PRAGMAS[durability]:
+            self.conn.execute(f"PRAGMA {name} = {value}")
+        self.statements = statements
+        self.ids: list[int] = []
+
+    def submit(self, k: int) -> None:
+        sql, bind = self.statements["insert"]
+        for _ in range(k):
+            values = {"description": "bench", "submitted_by": 10000, "now": now_ms(), "runner": None}
+            self.ids.append(self.conn.execute(sql, bind(values)).fetchall()[0][0])
+
+    def update_progress(self, batch: list[int]) -> None:
+        sql, bind = self.statements["progress"]
+        for i in batch:
+            values = {"id": self.ids[i], "now": now_ms(), "progress": 50, "message": "half way", "result": None}
+            self.conn.execute(sql, bind({**values, "runner": "r"})).fetchall()
+
+    def read(self, batch: list[int]) -> None:
+        sql, bind = self.statements["select"]
+        for i in batch:
+            row = self.conn.execute(sql, bind({"id": self.ids[i]})).fetchall()[0]
+            jira_json(row, now_ms())
+
+    def complete(self, batch: list[int]) -> None:
+        sql, bind = self.statements["complete"]
+        for i in batch:
+            values = {"id": self.ids[i], "now": now_ms(), "progress": None, "message": None}
+            self.conn.execute(sql, bind({**values, "result": '{"deleted":100}'})).fetchall()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def measure(
+    raw: Sqlite3, lib: Tasklib, n: int, reads: int, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each operation's round times on both sides, the sides' rounds interleaved.
+
+    Operation by operation, each round runs its share (``n / rounds`` tasks, or
+    ``reads / rounds`` reads) on one side and then on the other, the side going
+    first alternating. A round lasts a fraction of a second, so a slow spell of
+    the disk or a neighbour's burst lands on both sides alike instead of on
+    whichever ran a whole long pass at that moment.
+    """
+    times: dict[str, dict[str, list[float]]] = {"raw": {op: [] for op in OPS}, "lib": {op: [] for op in OPS}}
+    sides = {"raw": raw, "lib": lib}
+    per_round = n // rounds
+    read_rounds = [[(r * (reads // rounds) + j) % n for j in range(reads // rounds)] for r in range(rounds)]
+    task_rounds = [list(range(r * per_round, (r + 1) * per_round)) for r in range(rounds)]
+    for op in OPS:
+        for r in range(rounds):
+            for name in ("raw", "lib") if r % 2 == 0 else ("lib", "raw"):
+                side = sides[name]
+                t = time.perf_counter()
+                if op == "submit":
+                    side.submit(per_round)
+                elif op == "update_progress":
+                    side.update_progress(task_rounds[r])
+                elif op == "get+to_json":
+                    side.read(read_rounds[r])
+                else:
+                    side.complete(task_rounds[r])
+                times[name][op].append(time.perf_counter() - t)
+    return times["raw"], times["lib"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--full-tasks", type=int, default=2_000)
-    parser.add_argument("--reads", type=int, default=20_000, help="get+to_json calls a round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--reads", type=int, default=20_000, help="get+to_json calls in all")
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--durability", nargs="+", choices=DURABILITIES, default=list(DURABILITIES))
     args = parser.parse_args()
     verdicts = []
@@ -164,27 +193,18 @@ def main() -> None:
         probe.close()
         for durability in args.durability:
             n = args.full_tasks if durability == "full" else args.tasks
-            lib_times: dict[str, list[float]] = {op: [] for op in OPS}
-            raw_times: dict[str, list[float]] = {op: [] for op in OPS}
-            for r in range(args.rounds):
-                raw_path, lib_path = (os.path.join(tmp, f"{side}-{durability}{r}.db") for side in ("raw", "lib"))
-                # Each side goes first every other round: neither always meets a warmer machine.
-                if r % 2 == 0:
-                    raw = run_sqlite3(raw_path, n, statements, durability, args.reads)
-                    lib = run_tasklib(lib_path, n, durability, args.reads)
-                else:
-                    lib = run_tasklib(lib_path, n, durability, args.reads)
-                    raw = run_sqlite3(raw_path, n, statements, durability, args.reads)
-                for op in OPS:
-                    raw_times[op].append(raw[op])
-                    lib_times[op].append(lib[op])
+            raw = Sqlite3(os.path.join(tmp, f"raw-{durability}.db"), durability, statements)
+            lib = Tasklib(os.path.join(tmp, f"lib-{durability}.db"), durability)
+            raw_times, lib_times = measure(raw, lib, n, args.reads, args.rounds)
+            raw.close()
+            lib.close()
             print(
-                f"durability={durability}: {n} tasks ({args.reads} reads), {args.rounds} alternating rounds, "
+                f"durability={durability}: {n} tasks ({args.reads} reads) in {args.rounds} interleaved rounds, "
                 "one transaction per operation; ratio = tasklib / sqlite3 throughput"
             )
             print(f"{'operation':<16}{'sqlite3 ops/s':>15}{'tasklib ops/s':>15}{'median':>8}{'best':>8}{'target':>8}")
             for op in OPS:
-                calls = args.reads if op == "get+to_json" else n
+                calls = (args.reads if op == "get+to_json" else n) // args.rounds
                 raw_rate = calls / statistics.median(raw_times[op])
                 lib_rate = calls / statistics.median(lib_times[op])
                 median = lib_rate / raw_rate

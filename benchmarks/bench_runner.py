@@ -13,7 +13,7 @@
 Rounds alternate between the sides; both at the default durability (WAL +
 synchronous=NORMAL). The median and the best round are printed.
 
-    python benchmarks/bench_runner.py [--tasks 10000] [--calls 1000000] [--rounds 3]
+    python benchmarks/bench_runner.py [--tasks 10000] [--calls 1000000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--calls", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--interval", type=float, default=0.1)
     args = parser.parse_args()
     raw_times: list[float] = []

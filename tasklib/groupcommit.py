@@ -19,6 +19,7 @@ alone would have had, and a rejected write changes nothing.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -38,15 +39,17 @@ LEAD_BATCHES = 8
 class _Write:
     """One queued write, and the lock its caller waits on until it is done or leads."""
 
-    __slots__ = ("batch", "done", "error", "outcome", "params", "sql")
+    __slots__ = ("after", "batch", "done", "error", "outcome", "params", "sql")
 
     def __init__(self, sql: str, params: Sequence[Any]) -> None:
         self.sql = sql
         self.params = params
         self.outcome: Outcome = ([], 0)
         self.error: BaseException | None = None
-        self.done: threading.Lock | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
         self.batch: list[_Write] | None = None  # set when this write's thread is to lead them
+        self.after: _Write | None = None  # the next writer of its batch, whom this one wakes
 
     def result(self) -> Outcome:
         if self.error is not None:
@@ -62,6 +65,20 @@ def _run_one(conn: sqlite3.Connection, write: _Write) -> None:
         write.outcome = (cursor.fetchall(), cursor.rowcount)
     except BaseException as exc:
         write.error = exc
+
+
+def _wake(batch: list[_Write], leader: _Write | None) -> None:
+    """Let the writers of a committed batch go, but the ``leader``'s own.
+
+    Each woken writer wakes the next (see :meth:`GroupCommit.write`): waking a
+    thread is a system call, and the leader, which may be the busiest thread of
+    the host (a loop submitting tasks), makes one, not one per writer.
+    """
+    waiting = [write for write in batch if write is not leader]
+    for write, after in itertools.pairwise(waiting):
+        write.after = after
+    if waiting:
+        waiting[0].done.release()
 
 
 class GroupCommit:
@@ -94,45 +111,67 @@ class GroupCommit:
             # Part of a transaction of the caller's own: it commits with it, not with a batch.
             cursor = conn.execute(sql, params)
             return cursor.fetchall(), cursor.rowcount
-        mine = _Write(sql, params)
         with self._lock:
-            lead = not self._leading
-            if lead:
-                self._leading = True
-            else:
-                mine.done = threading.Lock()
-                mine.done.acquire()
+            if self._leading:
+                mine = _Write(sql, params)
                 self._queued.append(mine)
-        if lead:
-            batch = [mine]
-        else:
-            assert mine.done is not None
-            mine.done.acquire()  # released by the leader: done, or this thread leads next
-            if mine.batch is None:
-                return mine.result()
-            batch = mine.batch
-        for led in range(1, LEAD_BATCHES + 1):
+            else:
+                self._leading = True
+                mine = None
+        if mine is None:
+            # The lead: this write at once, alone, then what queued behind it.
+            try:
+                cursor = conn.execute(sql, params)
+                # Every row: an UPDATE ... RETURNING is not finished, nor committed, until read.
+                outcome = cursor.fetchall(), cursor.rowcount
+            except BaseException:
+                self._hand_on(self._take())
+                raise
+            queued = self._take()
+            if queued:
+                self._lead(conn, queued, LEAD_BATCHES - 1, None)
+            return outcome
+        mine.done.acquire()  # released when done (by the leader or the writer before), or to lead
+        if mine.batch is not None:
+            self._lead(conn, mine.batch, LEAD_BATCHES, mine)
+        elif mine.after is not None:
+            mine.after.done.release()
+        return mine.result()
+
+    def _take(self) -> list[_Write]:
+        """The writes queued now, which the caller is to lead; with none, the lead is given up."""
+        with self._lock:
+            queued, self._queued = self._queued, []
+            if not queued:
+                self._leading = False
+        return queued
+
+    @staticmethod
+    def _hand_on(queued: list[_Write]) -> None:
+        # The first queued writer leads them, on its own thread.
+        if queued:
+            queued[0].batch = queued
+            queued[0].done.release()
+
+    def _lead(self, conn: sqlite3.Connection, batch: list[_Write], batches: int, mine: _Write | None) -> None:
+        """Commit ``batch``, then what queues meanwhile, up to ``batches`` batches; then hand the lead on.
+
+        ``mine`` is the leader's own write when ``batch`` holds it (it is not woken), else None.
+        """
+        for _ in range(batches):
             try:
                 self._run(conn, batch)
-            finally:
-                with self._lock:
-                    queued, self._queued = self._queued, []
-                    if not queued:
-                        self._leading = False
-                for write in batch:
-                    if write is not mine:
-                        assert write.done is not None
-                        write.done.release()
-            if not queued:
-                break
-            if led == LEAD_BATCHES:
-                # Led long enough: the first queued writer leads on, and this caller returns.
-                queued[0].batch = queued
-                assert queued[0].done is not None
-                queued[0].done.release()
-                break
-            batch = queued
-        return mine.result()
+            except BaseException:
+                # Interrupted: the batch's writers are told; the next queued writer leads.
+                _wake(batch, mine)
+                self._hand_on(self._take())
+                raise
+            _wake(batch, mine)
+            mine = None
+            batch = self._take()
+            if not batch:
+                return
+        self._hand_on(batch)
 
     @staticmethod
     def _run(conn: sqlite3.Connection, batch: list[_Write]) -> None:

@@ -57,7 +57,8 @@ def encode(value: Any, name: str = "result") -> str:
     or an infinity, a text UTF-8 cannot encode (a lone surrogate), or nesting
     deeper than MAX_DEPTH levels. Nothing is written when it raises.
     """
-    _check(value, name, 0)
+    if not _fits(value, 0):
+        _check(value, name, 0)  # raises, naming where the value does not fit
     # The check bounds the nesting, so a value that passed holds no cycle.
     return dumps_acyclic(value)
 
@@ -94,6 +95,32 @@ def storable_text(text: str) -> str:
     if text.isascii():
         return text.replace("\x00", "\\x00")
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _fits(value: Any, depth: int) -> bool:
+    """Whether :func:`_check` would accept ``value``: the same walk, with no path names to build."""
+    if value is None or value.__class__ in (bool, int):
+        return True
+    if isinstance(value, str):
+        return value.isascii() or _utf8(value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return depth < MAX_DEPTH and all(_fits(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return depth < MAX_DEPTH and all(
+            isinstance(key, str) and (key.isascii() or _utf8(key)) and _fits(item, depth + 1)
+            for key, item in value.items()
+        )
+    return False  # an int subclass, a tuple, a set...: _check decides and names it
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check(value: Any, where: str, depth: int) -> None:

@@ -780,6 +780,20 @@ class Store:
     ) -> tuple[list[tuple[Any, ...]], int]:
         return self._run(stmt.sql, stmt.bind(values), write=write, **options)
 
+    def _write(self, stmt: _Statement, values: dict[str, Any], *, retry_broken: bool = True) -> list[tuple[Any, ...]]:
+        """One write of a task on the hot path: its rows, or StoreError.
+
+        On a SQLite file straight to the driver, as :meth:`fetch_row` reads; a
+        failed statement wrote nothing, so any error takes the full path of
+        :meth:`_run`, which tries it again or wraps the error.
+        """
+        if self._direct and not self.db.query_hooks:
+            try:
+                return self._run_direct(stmt.sql, stmt.bind(values), True)[0]
+            except _DATABASE_ERRORS:
+                pass
+        return self._exec(stmt, values, write=True, retry_broken=retry_broken)[0]
+
     def _in_transaction(self, steps: list[tuple[_Statement, dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
         """Run write statements in one transaction; the rows each returned. StoreError, all undone, if one fails."""
         for attempt in range(WRITE_ATTEMPTS):
@@ -1048,7 +1062,7 @@ class Store:
             raise ValueError("a task inserted RUNNING needs its runner")
         values = {"description": description, "submitted_by": submitted_by, "now": now, "runner": runner}
         stmt = self._insert_running if running else self._insert
-        rows, _ = self._exec(stmt, values, write=True, retry_broken=False)
+        rows = self._write(stmt, values, retry_broken=False)
         record = Record._make(rows[0])
         self._written(record.id, notify=False)
         return record
@@ -1113,7 +1127,7 @@ class Store:
             "result": result,
             "runner": runner,
         }
-        rows, _ = self._exec(self._events[event], values, write=True)
+        rows = self._write(self._events[event], values)
         if not rows:
             return None
         self._written(task_id)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.metrics import Histogram, MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
     from .task import Task
@@ -106,6 +106,32 @@ class _TracedRun:
             self.span.set_attribute("tasklib.task.status", self.status)
 
 
+class _TimedRun:
+    """A run with no span (no tracer records one): its duration goes to the histogram alone."""
+
+    __slots__ = ("_began", "_histogram", "status")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._began = 0.0
+        self.status: str | None = None
+
+    def __enter__(self) -> _TimedRun:
+        self._began = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        took = time.perf_counter() - self._began
+        self._histogram.record(took, {"tasklib.task.status": self.status or "UNRECORDED"})
+
+    def failed(self, exc: BaseException) -> None:
+        pass
+
+    def ended(self, task: Task | None) -> None:
+        if task is not None:
+            self.status = task.status.value
+
+
 class Telemetry:
     """One tracker's spans and metrics (see the module's description).
 
@@ -117,6 +143,10 @@ class Telemetry:
 
         version = _version()
         self._trace = trace
+        # Without a provider given, spans go to the API's global one, which is a proxy
+        # doing nothing until the host's SDK sets one (perhaps after this tracker
+        # was built): each run looks, and skips the span's machinery while it does nothing.
+        self._global_tracer = tracer_provider is None
         self._tracer = trace.get_tracer(SCOPE, version, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, version or "", meter_provider=meter_provider)
         self._ended = meter.create_counter(
@@ -148,9 +178,14 @@ class Telemetry:
         if task.status.is_terminal:
             self._ended.add(1, {"tasklib.task.status": task.status.value})
 
-    @contextlib.contextmanager
-    def run(self, task_id: str, runner: str | None) -> Iterator[TaskRun]:
+    def run(self, task_id: str, runner: str | None) -> contextlib.AbstractContextManager[TaskRun]:
         """The span around one run of a task function, current while it runs, and its duration."""
+        if self._global_tracer and isinstance(self._trace.get_tracer_provider(), self._trace.ProxyTracerProvider):
+            return _TimedRun(self._duration)  # nothing would record the span: its duration only
+        return self._traced_run(task_id, runner)
+
+    @contextlib.contextmanager
+    def _traced_run(self, task_id: str, runner: str | None) -> Iterator[TaskRun]:
         attributes = {"tasklib.task.id": task_id}
         if runner is not None:
             attributes["tasklib.runner"] = runner

@@ -410,6 +410,49 @@ def test_the_global_providers_serve_when_none_is_given(store_url: str) -> None:
     assert done.stdout.strip() == "['tasklib.task.run'] [('tasklib.tasks.ended', 1)]"
 
 
+#: A tracker built before the host's SDK is set up: no span while the API's
+#: tracer does nothing, spans once the SDK is set, the durations all along.
+SDK_SET_LATER = """
+import sys
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tasklib import TaskTracker
+
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+with TaskTracker(sys.argv[1]) as tracker:
+    before = tracker.wait(tracker.submit(lambda: 1).id, timeout=30)
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    trace.set_tracer_provider(provider)
+    after = tracker.wait(tracker.submit(lambda: 2).id, timeout=30)
+ids = [s.attributes["tasklib.task.id"] for s in spans.get_finished_spans()]
+runs = [
+    p.count
+    for r in reader.get_metrics_data().resource_metrics
+    for s in r.scope_metrics
+    for m in s.metrics
+    for p in m.data.data_points
+    if m.name == "tasklib.task.duration"
+]
+print(ids == [after.id], runs)
+"""
+
+
+def test_spans_start_once_the_host_sets_up_its_sdk_and_durations_never_stop(store_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SDK_SET_LATER, store_url], capture_output=True, text=True, timeout=WAIT * 2
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True [2]"
+
+
 def test_an_async_task_function_runs_in_its_span_on_the_hosts_loop(store_url: str, otel: Otel) -> None:
     async def work() -> str:
         await asyncio.sleep(0)
