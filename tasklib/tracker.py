@@ -438,7 +438,7 @@ class TaskTracker:
             self._check_open()
         elif not callable(fn):
             raise TypeError(f"submit() takes a callable to run, not {type(fn).__name__}")
-        else:
+        elif self._dispatchers:
             dispatcher = next((d for d in self._dispatchers if d.claims(fn)), None)
             if dispatcher is not None:
                 self._check_open()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
 import jsonschema
+import pytest
 
 from tasklib import Task, TaskStatus, TaskTracker
 from tasklib.status import Event
@@ -17,6 +20,13 @@ from tasklib.web import DEFAULT_PREFIX
 
 BASE_URL = "https://your-domain.atlassian.net/rest/api/3/task/"
 WAIT = 30  # seconds: generous, only reached when something is broken
+
+# A shell starts background jobs with SIGINT ignored, and children inherit that:
+# a test that stops a child with Ctrl-C cannot run there.
+interruptible = pytest.mark.skipif(
+    sys.platform == "win32" or signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+    reason="needs SIGINT, which is ignored here (or Windows)",
+)
 
 
 def eventually(check: Callable[[], bool], timeout: float = WAIT) -> None:

@@ -31,16 +31,13 @@ from freezegun import freeze_time
 from tasklib import TaskStatus, TaskTracker
 from tasklib.cli import main
 
+from .helpers import interruptible
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WAIT = 30  # seconds: generous, only reached when something is broken
 S = TaskStatus
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="stops a child process with a signal")
-# A shell starts background jobs with SIGINT ignored, and children inherit that.
-interruptible = pytest.mark.skipif(
-    sys.platform == "win32" or signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
-    reason="needs SIGINT, which is ignored here (or Windows)",
-)
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ import pytest
 from tasklib import TaskStatus, TaskTracker
 from tasklib.web import wsgi_app
 
-from .helpers import TASK, WAIT, bearer, body_checker, eventually, fuzz_paths, submit
+from .helpers import TASK, WAIT, bearer, body_checker, eventually, fuzz_paths, interruptible, submit
 
 django = pytest.importorskip("django")
 pytest.importorskip("pytest_django")
@@ -517,6 +517,7 @@ def runserver(tmp_path: Path) -> Iterator[Callable[..., Any]]:
             server.stdout.close()
 
 
+@interruptible
 def test_end_to_end_under_runserver(runserver: Any) -> None:
     base = runserver.base
     status, headers, body = request(base + "/work/?steps=3&seconds=0.1", "POST", user="alice")
