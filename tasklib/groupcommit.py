@@ -13,7 +13,10 @@ earlier than a write of its own would.
 
 A write that fails in a batch undoes the batch, whose writes then run again one
 by one, each in its own transaction: every caller gets the outcome its write
-alone would have had, and a rejected write changes nothing.
+alone would have had, and a rejected write changes nothing. A leader interrupted
+(KeyboardInterrupt) while it commits other threads' writes undoes what it has not
+committed and hands those writes on to the next leader; only its own caller sees
+the interrupt.
 """
 
 from __future__ import annotations
@@ -39,13 +42,14 @@ LEAD_BATCHES = 8
 class _Write:
     """One queued write, and the lock its caller waits on until it is done or leads."""
 
-    __slots__ = ("after", "batch", "done", "error", "outcome", "params", "sql")
+    __slots__ = ("after", "batch", "done", "error", "outcome", "params", "settled", "sql")
 
     def __init__(self, sql: str, params: Sequence[Any]) -> None:
         self.sql = sql
         self.params = params
         self.outcome: Outcome = ([], 0)
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
+        self.settled = False  # its outcome or error is set
         self.done = threading.Lock()
         self.done.acquire()
         self.batch: list[_Write] | None = None  # set when this write's thread is to lead them
@@ -63,8 +67,9 @@ def _run_one(conn: sqlite3.Connection, write: _Write) -> None:
         cursor = conn.execute(write.sql, write.params)
         # Every row: an UPDATE ... RETURNING is not finished, nor committed, until read.
         write.outcome = (cursor.fetchall(), cursor.rowcount)
-    except BaseException as exc:
+    except Exception as exc:
         write.error = exc
+    write.settled = True
 
 
 def _wake(batch: list[_Write], leader: _Write | None) -> None:
@@ -79,6 +84,12 @@ def _wake(batch: list[_Write], leader: _Write | None) -> None:
         write.after = after
     if waiting:
         waiting[0].done.release()
+
+
+def _settle(batch: list[_Write], outcomes: list[Outcome]) -> None:
+    for write, outcome in zip(batch, outcomes, strict=True):
+        write.outcome = outcome
+        write.settled = True
 
 
 class GroupCommit:
@@ -138,10 +149,10 @@ class GroupCommit:
             mine.after.done.release()
         return mine.result()
 
-    def _take(self) -> list[_Write]:
-        """The writes queued now, which the caller is to lead; with none, the lead is given up."""
+    def _take(self, unsettled: Sequence[_Write] = ()) -> list[_Write]:
+        """``unsettled`` and the writes queued now, which the caller is to lead; with none, the lead is given up."""
         with self._lock:
-            queued, self._queued = self._queued, []
+            queued, self._queued = [*unsettled, *self._queued], []
             if not queued:
                 self._leading = False
         return queued
@@ -162,9 +173,10 @@ class GroupCommit:
             try:
                 self._run(conn, batch)
             except BaseException:
-                # Interrupted: the batch's writers are told; the next queued writer leads.
-                _wake(batch, mine)
-                self._hand_on(self._take())
+                # Interrupted: the writes it settled go; the others (undone) are led
+                # by the next writer, with what queued meanwhile.
+                _wake([write for write in batch if write.settled], mine)
+                self._hand_on(self._take([write for write in batch if not write.settled and write is not mine]))
                 raise
             _wake(batch, mine)
             mine = None
@@ -178,27 +190,29 @@ class GroupCommit:
         if len(batch) == 1:
             _run_one(conn, batch[0])
             return
+        outcomes: list[Outcome] = []
         try:
             # IMMEDIATE: the write lock up front, as every write transaction of the store takes it.
             conn.execute("BEGIN IMMEDIATE")
-            outcomes = []
             for write in batch:
                 cursor = conn.execute(write.sql, write.params)
                 outcomes.append((cursor.fetchall(), cursor.rowcount))
             conn.execute("COMMIT")
-        except BaseException as exc:
+        except Exception:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            if not isinstance(exc, Exception):
-                # Interrupted (KeyboardInterrupt, SystemExit): nothing of the batch was
-                # written, and its other writers are told so, as by a failed write.
-                for write in batch:
-                    write.error = sqlite3.OperationalError("the write was interrupted; nothing was written")
-                raise
             # Each write again on its own: each gets the outcome it alone would have.
             for write in batch:
                 _run_one(conn, write)
             return
-        for write, outcome in zip(batch, outcomes, strict=True):
-            write.outcome = outcome
+        except BaseException:
+            # Interrupted: undone if not yet committed (its writes stay unsettled, for
+            # the next leader); committed if it got as far, and then settled.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            elif len(outcomes) == len(batch):
+                _settle(batch, outcomes)
+            raise
+        _settle(batch, outcomes)
