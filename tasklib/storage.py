@@ -783,15 +783,16 @@ class Store:
     def _write(self, stmt: _Statement, values: dict[str, Any], *, retry_broken: bool = True) -> list[tuple[Any, ...]]:
         """One write of a task on the hot path: its rows, or StoreError.
 
-        On a SQLite file straight to the driver, as :meth:`fetch_row` reads; a
-        failed statement wrote nothing, so any error takes the full path of
-        :meth:`_run`, which tries it again or wraps the error.
+        On a SQLite file straight to the driver, as :meth:`fetch_row` reads. A
+        failed statement wrote nothing: the one retry rule decides, raising
+        StoreError at once, or waiting out a busy store before the full path of
+        :meth:`_run` tries again.
         """
         if self._direct and not self.db.query_hooks:
             try:
                 return self._run_direct(stmt.sql, stmt.bind(values), True)[0]
-            except _DATABASE_ERRORS:
-                pass
+            except _DATABASE_ERRORS as exc:
+                self._retry_or_raise(exc, 0, write=True, retry_broken=retry_broken)
         return self._exec(stmt, values, write=True, retry_broken=retry_broken)[0]
 
     def _in_transaction(self, steps: list[tuple[_Statement, dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
