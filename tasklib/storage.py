@@ -22,6 +22,7 @@ import select
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -121,6 +122,10 @@ PURGE_LEASE = "purge"
 PURGE_BATCH_SECONDS = 0.1
 PURGE_BATCH_MIN, PURGE_BATCH_MAX = 500, 100_000
 
+# peewee's own logger (only looked at, never logged to): at DEBUG it logs every
+# statement execute_sql runs.
+_PEEWEE_LOG: logging.Logger = peewee.logger  # type: ignore[attr-defined]
+
 # peewee's mapping of the driver's exceptions to its own, as execute_sql applies it.
 _DRIVER_ERRORS = peewee.__exception_wrapper__  # type: ignore[attr-defined]
 # What a database can raise through peewee: its mapped errors, and the pool's
@@ -190,14 +195,22 @@ def _p(name: str) -> Value:
 
 
 class _Statement:
-    """A query rendered once to (sql, params); :meth:`bind` fills the named placeholders."""
+    """A query rendered once to (sql, params); :meth:`bind` fills the named placeholders.
 
-    __slots__ = ("_names", "_template", "sql")
+    On a PostgreSQL pool of tasklib's own a hot statement is also a server-side
+    prepared statement (see :meth:`Store._prepare_statements`): ``prepare`` makes it
+    on a connection, ``execute`` runs it with the same parameters as ``sql``.
+    """
+
+    __slots__ = ("_names", "_template", "execute", "name", "prepare", "sql")
 
     def __init__(self, query: peewee.Query) -> None:
         self.sql, params = query.sql()
         self._template = tuple(params)
         self._names = [(i, p.name) for i, p in enumerate(params) if isinstance(p, _Param)]
+        self.name: str | None = None
+        self.prepare: str | None = None
+        self.execute: str | None = None
 
     def bind(self, values: dict[str, Any]) -> list[Any]:
         params = list(self._template)
@@ -597,6 +610,9 @@ class Store:
         self._direct = self._is_sqlite and self._serial is None and not self._pooled and self.db.autoconnect
         # The direct path's writes of threads that meet are committed together.
         self._commits = GroupCommit(self.db.connection)
+        # The names of the statements prepared on each connection (see _prepare_statements).
+        self._prepared_on: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+        self._prepares = False
         try:
             self._ensure_schema()
         except BaseException:
@@ -689,16 +705,20 @@ class Store:
         exclusive: bool = False,
         retry_broken: bool = True,
         script: bool = False,
+        stmt: _Statement | None = None,
+        first_attempt: int = 0,
     ) -> tuple[list[tuple[Any, ...]], int]:
         """Run one statement: its rows and its row count, or StoreError.
 
         A statement SQLite refused as busy is tried again a few times; one whose
         connection broke (a database server restarted) is tried once more on a new
         connection when ``retry_broken`` (every statement but an INSERT, which might
-        have been applied before the connection broke).
+        have been applied before the connection broke). ``stmt``, the statement
+        ``sql`` came from, runs prepared where it is (see :meth:`_prepare_statements`).
+        ``first_attempt`` counts the attempts a caller already made.
         """
         direct = self._direct and not script and not exclusive and not self.db.query_hooks
-        for attempt in range(WRITE_ATTEMPTS):
+        for attempt in range(first_attempt, WRITE_ATTEMPTS):
             try:
                 if direct:
                     return self._run_direct(sql, params, write)
@@ -708,7 +728,9 @@ class Store:
                         # execute() would step some pragmas only once.
                         self.db.connection().executescript(sql)
                         return [], 0
-                    if write:
+                    if stmt is not None and stmt.execute is not None and self._may_prepare():
+                        cursor = self._execute_prepared(stmt, params)
+                    elif write:
                         cursor = self.db.execute_sql(sql, params)  # with peewee's query hooks and logging
                     else:
                         # Reads skip them: on the get() path they cost as much as SQLite.
@@ -756,6 +778,55 @@ class Store:
         finally:
             self._leave()
 
+    def _may_prepare(self) -> bool:
+        # Query hooks and peewee's debug log see every statement's own text: while
+        # either is on, statements take the plain path. So does one in a transaction,
+        # whose failed PREPARE would abort it.
+        return (
+            self._prepares
+            and not self.db.query_hooks
+            and not _PEEWEE_LOG.isEnabledFor(logging.DEBUG)
+            and not self.db.in_transaction()
+        )
+
+    def _execute_prepared(self, stmt: _Statement, params: list[Any] | tuple[Any, ...]) -> Any:
+        """Run ``stmt`` as the prepared statement of this session's connection, preparing it first if need be.
+
+        The cursor, as ``execute_sql`` gives it. Runs in :meth:`_session`, which
+        maps the driver's errors to peewee's.
+        """
+        assert stmt.prepare is not None and stmt.execute is not None and stmt.name is not None
+        conn = self.db.connection()
+        made = self._prepared_on.get(conn)
+        if made is None:
+            made = self._prepared_on[conn] = set()
+        cursor = conn.cursor()
+        try:
+            if stmt.name not in made:
+                # Already there: it is this statement (its name is its text's hash).
+                with contextlib.suppress(self._duplicate_prepared):
+                    cursor.execute(stmt.prepare)
+                made.add(stmt.name)
+            try:
+                cursor.execute(stmt.execute, params)
+            except self._unknown_prepared:
+                # Prepared, yet the server does not know it: the connection is not
+                # one session (a pooler in transaction mode), or was reset behind
+                # tasklib's back. The failed statement did nothing (its NOTIFY
+                # went with it): run it as plain SQL, and this store's from now on.
+                self._prepares = False
+                log(
+                    logging.INFO,
+                    "the PostgreSQL server lost a prepared statement of the store %s; "
+                    "its statements are sent as plain SQL from now on",
+                    self.name,
+                )
+                cursor.execute(stmt.sql, params)
+        except BaseException:
+            cursor.close()
+            raise
+        return cursor
+
     def _retry_or_raise(self, exc: BaseException, attempt: int, *, write: bool, retry_broken: bool) -> None:
         """After a failed ``attempt``: return (having waited) to try again, or raise StoreError.
 
@@ -776,9 +847,55 @@ class Store:
         raise StoreError(f"the store {self.name} could not be {verb}: {_one_line(exc)}") from exc
 
     def _exec(
-        self, stmt: _Statement, values: dict[str, Any], *, write: bool, **options: Any
+        self, stmt: _Statement, values: dict[str, Any], *, write: bool, retry_broken: bool = True, **options: Any
     ) -> tuple[list[tuple[Any, ...]], int]:
-        return self._run(stmt.sql, stmt.bind(values), write=write, **options)
+        params = stmt.bind(values)
+        if stmt.execute is not None and not options and self._prepares and self.db.is_closed():
+            # The hot path of a PostgreSQL pool of tasklib's own: a prepared statement
+            # on a connection of its own. A failure goes to the one retry rule, then
+            # the full path makes the attempts that are left.
+            try:
+                return self._run_prepared(stmt, params)
+            except _DATABASE_ERRORS as exc:
+                self._retry_or_raise(exc, 0, write=write, retry_broken=retry_broken)
+            return self._run(stmt.sql, params, write=write, retry_broken=retry_broken, stmt=stmt, first_attempt=1)
+        return self._run(stmt.sql, params, write=write, retry_broken=retry_broken, stmt=stmt, **options)
+
+    def _run_prepared(self, stmt: _Statement, params: list[Any]) -> tuple[list[tuple[Any, ...]], int]:
+        """What :meth:`_session` does for one prepared statement, inlined: a connection from the pool and back.
+
+        For a thread that holds no connection (so is in no transaction), on a pool
+        with no write gate and no serial lock. Driver errors come out as peewee's;
+        a broken connection is discarded, never handed out again.
+        """
+        self._enter()
+        try:
+            db = self.db
+            try:
+                with _DRIVER_ERRORS:
+                    if not self._may_prepare():
+                        return self._plain(stmt.sql, params)
+                    cursor = self._execute_prepared(stmt, params)
+                    try:
+                        # Every row: an UPDATE ... RETURNING is not done until read (see _run).
+                        return (cursor.fetchall() if cursor.description else []), cursor.rowcount
+                    finally:
+                        cursor.close()
+            except (peewee.OperationalError, peewee.InterfaceError):
+                self._discard_if_broken()
+                raise
+            finally:
+                db.close()  # back to the pool: this thread held none before
+        finally:
+            self._leave()
+
+    def _plain(self, sql: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], int]:
+        # A statement as its own text, with peewee's query hooks and logging.
+        cursor = self.db.execute_sql(sql, params)
+        try:
+            return (cursor.fetchall() if cursor.description else []), cursor.rowcount
+        finally:
+            cursor.close()
 
     def _write(self, stmt: _Statement, values: dict[str, Any], *, retry_broken: bool = True) -> list[tuple[Any, ...]]:
         """One write of a task on the hot path: its rows, or StoreError.
@@ -1017,6 +1134,42 @@ class Store:
             # instead of sharing a flush with them.
             for stmt in (self._kill_runner, self._kill_stale, self._purge, *self._events.values()):
                 stmt.sql = f"NOTIFY {CHANGE_CHANNEL}; {stmt.sql}"
+        self._prepare_statements()
+
+    def _prepare_statements(self) -> None:
+        """Make the statements every task runs (its insert, its events, its read) prepared ones on PostgreSQL.
+
+        Only on a pool tasklib opened itself (psycopg2, which binds parameters in
+        the client): each connection prepares a statement the first time it runs
+        it, and from then on sends ``EXECUTE name(...)``, so the server neither
+        parses nor plans it again. Parsing and planning were the larger part of the
+        server's time for these statements, and the server shares the machine's
+        cores with the processes that run the tasks. A host's database is left as
+        it is: tasklib does not leave statements behind on its connections.
+        """
+        self._prepares = isinstance(self.db, _PostgresPool) and not self._notify_after
+        if not self._prepares:
+            return
+        errors = importlib.import_module("psycopg2.errors")
+        self._duplicate_prepared: type[Exception] = errors.DuplicatePreparedStatement
+        self._unknown_prepared: type[Exception] = errors.InvalidSqlStatementName
+        hot = {"insert": self._insert, "insert_running": self._insert_running, "get": self._select}
+        hot.update((event.value.lower(), stmt) for event, stmt in self._events.items())
+        notify = f"NOTIFY {CHANGE_CHANNEL}; "
+        for label, stmt in hot.items():
+            body = stmt.sql.removeprefix(notify)
+            pieces = body.split("%s")
+            if any("%" in piece for piece in pieces):
+                continue  # a literal % (escaped as %%): left plain rather than rewritten
+            # Named for the table and what it does, as the server's views show it
+            # (pg_stat_activity), and for its text: another text is another name.
+            name = f"tasklib_task_{label}_{hashlib.sha1(body.encode()).hexdigest()[:8]}"
+            stmt.name = name
+            stmt.prepare = f"PREPARE {name} AS " + "".join(
+                piece + (f"${i}" if i < len(pieces) else "") for i, piece in enumerate(pieces, 1)
+            )
+            arguments = f"({', '.join(['%s'] * (len(pieces) - 1))})" if len(pieces) > 1 else ""
+            stmt.execute = stmt.sql.removesuffix(body) + f"EXECUTE {name}{arguments}"
 
     def _transition(self, event: Event, where: tuple[Any, ...]) -> peewee.ModelUpdate:
         """One compare-and-set UPDATE for ``event``, read off the status table."""

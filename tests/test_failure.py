@@ -607,7 +607,8 @@ def test_a_pooled_connection_is_handed_out_without_a_round_trip(
     finally:
         db.close()
     [(query,)] = _server_side(store_url, "SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
-    assert "INSERT INTO" in query, query  # not a liveness check's SELECT 1
+    # The insert itself (prepared on the connection), not a liveness check's SELECT 1.
+    assert query.startswith(f"EXECUTE {tracker._store._insert.name}("), query
 
 
 @postgres_only

@@ -6,6 +6,8 @@ import pathlib
 import re
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import peewee
@@ -282,3 +284,91 @@ def test_every_hot_statement_finds_its_rows_through_an_index(tracker: TaskTracke
             assert "SCAN" not in plan and ("INDEX" in plan or "PRIMARY KEY" in plan), (name, plan)
         else:
             assert "Seq Scan" not in plan and "Index" in plan, (name, plan)
+
+
+# -- PostgreSQL: prepared statements ----------------------------------------------
+
+
+def _prepared(tracker: TaskTracker) -> set[str]:
+    """The statements prepared on the pool's connection (a pool of one: every statement's)."""
+    db = tracker._store.db
+    try:
+        return {str(row[0]) for row in db.execute_sql("SELECT name FROM pg_prepared_statements").fetchall()}
+    finally:
+        db.close()
+
+
+def test_postgresql_runs_a_tasks_statements_prepared(make_tracker: Callable[..., TaskTracker], is_sqlite: bool) -> None:
+    """PostgreSQL: a task's insert, start, end and read are prepared once on a connection, then only executed.
+
+    Their plans still go through an index, as the statements' own do.
+    """
+    if is_sqlite:
+        pytest.skip("PostgreSQL's prepared statements")
+    from tasklib.status import Event
+
+    tracker = make_tracker(pool_size=1)
+    store = tracker._store
+    for _ in range(2):  # the second task runs what the first prepared
+        task = tracker.submit(description="t", submitted_by=1)
+        tracker.start(task.id)
+        tracker.complete(task.id, result={"n": 1})
+        assert tracker.get(task.id).result == {"n": 1}
+    used = (store._insert, store._events[Event.START], store._events[Event.COMPLETE], store._select)
+    assert {stmt.name for stmt in used} <= _prepared(tracker)
+    assert all(name.startswith("tasklib_task_") for name in _prepared(tracker))
+    db = store.db
+    with db.atomic():
+        db.execute_sql("SET LOCAL enable_seqscan = off")
+        db.execute_sql("SET LOCAL plan_cache_mode = force_generic_plan")  # the plan a prepared statement keeps
+        _, params = store.hot_statements()["apply_complete"]
+        assert params == store._events[Event.COMPLETE].bind(
+            {"id": 1, "now": 1, "progress": None, "message": None, "result": None, "runner": "r"}
+        )
+        name = store._events[Event.COMPLETE].name
+        plan = " | ".join(
+            str(row[0]) for row in db.execute_sql(f"EXPLAIN EXECUTE {name}({', '.join(['%s'] * len(params))})", params)
+        )
+    assert "Seq Scan" not in plan and "Index" in plan, plan
+
+
+@pytest.mark.parametrize("first", ["insert", "write"])
+def test_postgresql_statements_go_plain_once_the_server_forgets_them(
+    make_tracker: Callable[..., TaskTracker], is_sqlite: bool, store_url: str, first: str
+) -> None:
+    """A prepared statement the server lost (a pooler, a DEALLOCATE) is sent as plain SQL instead, once, and from then on.
+
+    The failed EXECUTE changed nothing: the new task is inserted once, and the
+    write's listeners hear of it once.
+    """
+    if is_sqlite:
+        pytest.skip("PostgreSQL's prepared statements")
+    psycopg2 = pytest.importorskip("psycopg2")
+    tracker = make_tracker(pool_size=1)
+    task = tracker.submit(description="t", submitted_by=1)
+    tracker.start(task.id)
+    tracker.update_progress(task.id, 10)  # prepared, as the next write's statement
+    db = tracker._store.db
+    db.execute_sql("DEALLOCATE ALL")  # behind tasklib's back, on the connection its next statement gets
+    db.close()
+    listener = psycopg2.connect(store_url)
+    try:
+        listener.autocommit = True
+        with listener.cursor() as cursor:
+            cursor.execute("LISTEN tasklib_task")
+        if first == "insert":
+            second = tracker.submit(description="second", submitted_by=1)
+            assert int(second.id) == int(task.id) + 1
+            assert [t.description for t in tracker.list(submitted_by=1)] == ["second", "t"]
+        else:
+            tracker.update_progress(task.id, 40)
+            assert tracker.get(task.id).progress == 40
+            eventually(lambda: listener.poll() or listener.notifies)
+        time.sleep(0.2)  # a notification more, were there one, would be in by now
+        listener.poll()
+        assert len(listener.notifies) == (0 if first == "insert" else 1)
+    finally:
+        listener.close()
+    tracker.complete(task.id)
+    assert tracker.get(task.id).status is TaskStatus.COMPLETE
+    assert not _prepared(tracker)  # plain SQL from then on
