@@ -122,14 +122,15 @@ class GroupCommit:
             # Part of a transaction of the caller's own: it commits with it, not with a batch.
             cursor = conn.execute(sql, params)
             return cursor.fetchall(), cursor.rowcount
-        with self._lock:
-            if self._leading:
+        lock = self._lock
+        with lock:
+            leading = self._leading
+            if leading:
                 mine = _Write(sql, params)
                 self._queued.append(mine)
             else:
                 self._leading = True
-                mine = None
-        if mine is None:
+        if not leading:
             # The lead: this write at once, alone, then what queued behind it.
             try:
                 cursor = conn.execute(sql, params)
@@ -138,9 +139,13 @@ class GroupCommit:
             except BaseException:
                 self._hand_on(self._take())
                 raise
-            queued = self._take()
-            if queued:
-                self._lead(conn, queued, LEAD_BATCHES - 1, None)
+            with lock:  # what _take does, inline for the usual case: nothing queued
+                queued = self._queued
+                if not queued:
+                    self._leading = False
+                    return outcome
+                self._queued = []
+            self._lead(conn, queued, LEAD_BATCHES - 1, None)
             return outcome
         mine.done.acquire()  # released when done (by the leader or the writer before), or to lead
         if mine.batch is not None:
