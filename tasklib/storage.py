@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import importlib
 import logging
+import operator
 import os
 import select
 import sqlite3
@@ -192,14 +193,29 @@ def _p(name: str) -> Value:
 class _Statement:
     """A query rendered once to (sql, params); :meth:`bind` fills the named placeholders."""
 
-    __slots__ = ("_names", "_template", "sql")
+    __slots__ = ("_constants", "_get", "_names", "_template", "sql")
 
     def __init__(self, query: peewee.Query) -> None:
         self.sql, params = query.sql()
         self._template = tuple(params)
         self._names = [(i, p.name) for i, p in enumerate(params) if isinstance(p, _Param)]
+        # The hot statements take many parameters, the statuses among them as
+        # constants: one C call binds them all, from the values and the constants
+        # (keys no name can be) put together.
+        self._constants = {f"#{i}": p for i, p in enumerate(params) if not isinstance(p, _Param)}
+        keys = [p.name if isinstance(p, _Param) else f"#{i}" for i, p in enumerate(params)]
+        self._get: Callable[[dict[str, Any]], tuple[Any, ...]] | None = (
+            operator.itemgetter(*keys) if len(keys) > 1 else None
+        )
 
-    def bind(self, values: dict[str, Any]) -> list[Any]:
+    def bind(self, values: dict[str, Any]) -> list[Any] | tuple[Any, ...]:
+        """The statement's parameters, in order, with ``values`` for its named ones.
+
+        ``values``, built for this one call, gets the statement's constants added.
+        """
+        if self._get is not None:
+            values.update(self._constants)
+            return self._get(values)
         params = list(self._template)
         for i, name in self._names:
             params[i] = values[name]
@@ -480,45 +496,58 @@ def store_key(db: peewee.Database) -> str:
     return hashlib.sha1(where.encode("utf-8", "backslashreplace")).hexdigest()[:10]
 
 
-class _WriteGate:
-    """Short writes pass side by side; a long write waits for them, then runs alone.
+class _Admission:
+    """Who is using a store: the statements under way, and on SQLite the write gate.
 
-    Short writers of one process still take turns inside SQLite as usual; what the
-    gate adds is that, while a long write runs, they wait on a condition and go the
-    moment it ends, instead of sleeping in SQLite's busy handler. A waiting long
-    write holds back new short ones, so it is not starved either.
+    close() waits until no statement is under way: SQLite's driver crashes the
+    process (a segfault) when a connection is closed under a running statement.
+
+    The gate: short writes pass side by side; a long write waits for them, then
+    runs alone. Short writers of one process still take turns inside SQLite as
+    usual; what the gate adds is that, while a long write runs, they wait on a
+    condition and go the moment it ends, instead of sleeping in SQLite's busy
+    handler. A waiting long write holds back new short ones, so it is not starved
+    either. Both counts live under one lock, as each statement passes both.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, gated: bool) -> None:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._gated = gated
+        self.closed = False
+        self._active = 0  # statements under way
         self._short = 0  # short writes under way
         self._long = False  # a long write under way
         self._long_waiting = 0
 
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        self.enter_shared()
-        try:
-            yield
-        finally:
-            self.leave_shared()
-
-    # As plain calls too: the store's direct path spares itself a context manager.
-    def enter_shared(self) -> None:
+    def enter(self, write: bool) -> bool:
+        """Count a statement in, a short write once no long one runs or waits; False once closed."""
         with self._lock:
-            while self._long or self._long_waiting:
-                self._cond.wait()
-            self._short += 1
+            if self.closed:
+                return False
+            if write and self._gated:
+                while self._long or self._long_waiting:
+                    self._cond.wait()
+                self._short += 1
+            self._active += 1
+            return True
 
-    def leave_shared(self) -> None:
+    def leave(self, write: bool) -> None:
+        """Count out a statement :meth:`enter` let in with the same ``write``."""
         with self._lock:
-            self._short -= 1
-            if not self._short and self._long_waiting:  # only a long write waits for the short ones
+            self._active -= 1
+            if write and self._gated:
+                self._short -= 1
+            # Only a long write waits for the short ones, and only close() for the last statement.
+            if (not self._short and self._long_waiting) or (not self._active and self.closed):
                 self._cond.notify_all()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
+        """A long write, alone among this store's writes (a statement already counted in)."""
+        if not self._gated:
+            yield
+            return
         with self._cond:
             self._long_waiting += 1
             while self._long or self._short:
@@ -531,6 +560,12 @@ class _WriteGate:
             with self._cond:
                 self._long = False
                 self._cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new statements; whether those under way ended within ``timeout`` seconds."""
+        with self._cond:
+            self.closed = True
+            return self._cond.wait_for(lambda: not self._active, timeout)
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -571,10 +606,6 @@ class Store:
         # The SQLite connections tasklib opens itself beyond the database's (the
         # change probe's) take the same durability as the store's own.
         self._pragmas = check_durability(durability)
-        self._users_lock = threading.Lock()
-        self._users = threading.Condition(self._users_lock)
-        self._active = 0
-        self._closed = False
         self._is_sqlite = isinstance(self.db, peewee.SqliteDatabase)
         self.key = store_key(self.db)
         # A pooled connection goes back to the pool after each operation, so threads
@@ -588,9 +619,10 @@ class Store:
         #: id, or None when the write touched many (a sweep, a purge).
         self.written: Callable[[int | None], None] | None = None
         # While a long write of this process (a purge batch) runs, its short writes
-        # wait at this gate rather than in SQLite's busy handler, which sleeps in steps
-        # of up to 100 ms and so could starve them. A database server needs no gate.
-        self._gate = _WriteGate() if self._is_sqlite else None
+        # wait at a gate rather than in SQLite's busy handler, which sleeps in steps
+        # of up to 100 ms and so could starve them. A database server needs no gate,
+        # nor does a store whose one connection takes one statement at a time.
+        self._admission = _Admission(gated=self._is_sqlite and self._serial is None)
         self._clock = SQL(_CLOCK_SQL["sqlite" if self._is_sqlite else "postgres"])
         # A SQLite database whose threads each keep their own connection (every file
         # store) takes the direct path of :meth:`_run`.
@@ -618,54 +650,35 @@ class Store:
             return self.db.atomic("IMMEDIATE")
         return self.db.atomic()
 
-    def _writing(self, *, exclusive: bool = False) -> Any:
-        if self._gate is None:
-            return contextlib.nullcontext()
-        return self._gate.exclusive() if exclusive else self._gate.shared()
-
     @contextlib.contextmanager
     def _session(self, *, write: bool, exclusive: bool = False) -> Iterator[None]:
-        """One operation on the database: its gate, its connection, its errors.
+        """One operation on the database: its admission, its connection, its errors.
 
         Driver errors (also those raised while fetching a write's rows) come out
         as peewee's; a connection that broke is discarded, never handed out again;
         a pooled connection goes back to the pool at the end.
         """
-        gate = self._writing(exclusive=exclusive) if write else contextlib.nullcontext()
-        serial = self._serial if self._serial is not None else contextlib.nullcontext()
-        with self._in_use(), serial, gate:
-            try:
-                with _DRIVER_ERRORS:
-                    yield
-            except (peewee.OperationalError, peewee.InterfaceError):
-                self._discard_if_broken()
-                raise
-            finally:
-                if self._pooled and not self.db.in_transaction():
-                    self.db.close()
-
-    @contextlib.contextmanager
-    def _in_use(self) -> Iterator[None]:
-        # close() must not close a connection another thread is using: SQLite's
-        # driver crashes the process (a segfault) when that happens mid-statement.
-        self._enter()
+        short = write and not exclusive
+        admission = self._admission
+        if not admission.enter(short):
+            raise self._closed_error()
         try:
-            yield
+            serial = self._serial if self._serial is not None else contextlib.nullcontext()
+            with serial, admission.exclusive() if exclusive else contextlib.nullcontext():
+                try:
+                    with _DRIVER_ERRORS:
+                        yield
+                except (peewee.OperationalError, peewee.InterfaceError):
+                    self._discard_if_broken()
+                    raise
+                finally:
+                    if self._pooled and not self.db.in_transaction():
+                        self.db.close()
         finally:
-            self._leave()
+            admission.leave(short)
 
-    def _enter(self) -> None:
-        with self._users_lock:
-            if self._closed:
-                raise StoreError(f"the store {self.name} is closed")
-            self._active += 1
-
-    def _leave(self) -> None:
-        with self._users_lock:
-            self._active -= 1
-            # Only close() waits for the count to reach zero, and only once closed.
-            if not self._active and self._closed:
-                self._users.notify_all()
+    def _closed_error(self) -> StoreError:
+        return StoreError(f"the store {self.name} is closed")
 
     def _discard_if_broken(self) -> None:
         # After a server restart or a dropped connection the driver marks it closed;
@@ -734,27 +747,22 @@ class Store:
         peewee's, for :meth:`_run` to retry or wrap. No peewee query hooks or
         logging (:meth:`_run` takes the full path while a hook is installed).
         """
-        self._enter()
+        admission = self._admission
+        if not admission.enter(write):
+            raise self._closed_error()
         try:
-            gate = self._gate
-            if write and gate is not None:
-                gate.enter_shared()
-            try:
-                if write:
-                    return self._commits.write(sql, params)
-                cursor = self.db.connection().execute(sql, params)
-                return cursor.fetchall(), cursor.rowcount
-            except peewee.PeeweeException:
+            if write:
+                return self._commits.write(sql, params)
+            cursor = self.db.connection().execute(sql, params)
+            return cursor.fetchall(), cursor.rowcount
+        except peewee.PeeweeException:
+            raise
+        except Exception:
+            with _DRIVER_ERRORS:  # re-raises the driver's error as peewee's
                 raise
-            except Exception:
-                with _DRIVER_ERRORS:  # re-raises the driver's error as peewee's
-                    raise
-                raise
-            finally:
-                if write and gate is not None:
-                    gate.leave_shared()
+            raise
         finally:
-            self._leave()
+            admission.leave(write)
 
     def _retry_or_raise(self, exc: BaseException, attempt: int, *, write: bool, retry_broken: bool) -> None:
         """After a failed ``attempt``: return (having waited) to try again, or raise StoreError.
@@ -1204,7 +1212,7 @@ class Store:
             time.sleep(0.001)
         self._run("PRAGMA wal_checkpoint(TRUNCATE)", (), write=True, exclusive=True)
 
-    def hot_statements(self) -> dict[str, tuple[str, list[Any]]]:
+    def hot_statements(self) -> dict[str, tuple[str, list[Any] | tuple[Any, ...]]]:
         """Every statement that reads or changes the task table, with sample parameters.
 
         Name -> (sql, params), as this store runs them: for checking their query
@@ -1241,7 +1249,7 @@ class Store:
             statements[f"apply_{event.value}"] = stmt
         notify = f"NOTIFY {CHANGE_CHANNEL}; "
         # A write on PostgreSQL carries its NOTIFY in front: the plan is the statement's.
-        return {name: (stmt.sql.removeprefix(notify), stmt.bind(sample)) for name, stmt in statements.items()}
+        return {name: (stmt.sql.removeprefix(notify), stmt.bind(dict(sample))) for name, stmt in statements.items()}
 
     # -- runners --------------------------------------------------------------
 
@@ -1360,9 +1368,7 @@ class Store:
         rather than closed under a running statement. A caller's database is left
         open. Later statements raise StoreError.
         """
-        with self._users:
-            self._closed = True
-            idle = self._users.wait_for(lambda: not self._active, timeout)
+        idle = self._admission.close(timeout)
         if not self._owned:
             return
         if not idle:
