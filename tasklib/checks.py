@@ -99,11 +99,14 @@ def check_text(name: str, value: object) -> None:
 
 
 def check_message(message: object) -> None:
-    check_text("message", message)
+    if message is not None:
+        check_text("message", message)
 
 
 def check_progress(progress: object) -> None:
     """A progress percentage: an int (not a bool or a float) from 0 to 100."""
+    if type(progress) is int and 0 <= progress <= 100:
+        return
     if not is_int(progress):
         raise TypeError(f"progress must be an int from 0 to 100, not {type(progress).__name__}")
     if not 0 <= progress <= 100:

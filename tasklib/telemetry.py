@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from .status import TaskStatus
+
 if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram, MeterProvider
     from opentelemetry.trace import Span, TracerProvider
@@ -55,6 +57,9 @@ RUN_SPAN = "tasklib.task.run"
 ENDED_METRIC = "tasklib.tasks.ended"
 #: The histogram of how long task functions ran, in seconds, by ``tasklib.task.status``.
 DURATION_METRIC = "tasklib.task.duration"
+
+# The counter's attributes for each final status, made once: every task's end adds to it.
+_ENDED_ATTRIBUTES = {status: {"tasklib.task.status": status.value} for status in TaskStatus if status.is_terminal}
 
 
 def log(
@@ -175,8 +180,9 @@ class Telemetry:
 
     def changed(self, task: Task) -> None:
         """A status change this process wrote: a task that reached a final status is counted."""
-        if task.status.is_terminal:
-            self._ended.add(1, {"tasklib.task.status": task.status.value})
+        attributes = _ENDED_ATTRIBUTES.get(task.status)
+        if attributes is not None:
+            self._ended.add(1, attributes)
 
     def run(self, task_id: str, runner: str | None) -> contextlib.AbstractContextManager[TaskRun]:
         """The span around one run of a task function, current while it runs, and its duration."""
