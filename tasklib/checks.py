@@ -63,6 +63,8 @@ def check_user(name: str, value: object, *, optional: bool) -> int | None:
     ``<=`` as it likes (claim to equal every submitter), so only its integer value
     is kept. Raises TypeError or ValueError.
     """
+    if type(value) is int and -MAX_ID - 1 <= value <= MAX_ID:
+        return value
     if value is None and optional:
         return None
     if not is_int(value):

@@ -58,8 +58,10 @@ ENDED_METRIC = "tasklib.tasks.ended"
 #: The histogram of how long task functions ran, in seconds, by ``tasklib.task.status``.
 DURATION_METRIC = "tasklib.task.duration"
 
-# The counter's attributes for each final status, made once: every task's end adds to it.
-_ENDED_ATTRIBUTES = {status: {"tasklib.task.status": status.value} for status in TaskStatus if status.is_terminal}
+# The metrics' attributes for each status, made once: every task's end records them.
+_STATUS_ATTRIBUTES = {status: {"tasklib.task.status": status.value} for status in TaskStatus}
+_ENDED_ATTRIBUTES = {status: attributes for status, attributes in _STATUS_ATTRIBUTES.items() if status.is_terminal}
+_UNRECORDED = {"tasklib.task.status": "UNRECORDED"}
 
 
 def log(
@@ -114,27 +116,26 @@ class _TracedRun:
 class _TimedRun:
     """A run with no span (no tracer records one): its duration goes to the histogram alone."""
 
-    __slots__ = ("_began", "_histogram", "status")
+    __slots__ = ("_attributes", "_began", "_histogram")
 
     def __init__(self, histogram: Histogram) -> None:
         self._histogram = histogram
         self._began = 0.0
-        self.status: str | None = None
+        self._attributes = _UNRECORDED
 
     def __enter__(self) -> _TimedRun:
         self._began = time.perf_counter()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        took = time.perf_counter() - self._began
-        self._histogram.record(took, {"tasklib.task.status": self.status or "UNRECORDED"})
+        self._histogram.record(time.perf_counter() - self._began, self._attributes)
 
     def failed(self, exc: BaseException) -> None:
         pass
 
     def ended(self, task: Task | None) -> None:
         if task is not None:
-            self.status = task.status.value
+            self._attributes = _STATUS_ATTRIBUTES[task.status]
 
 
 class Telemetry:
@@ -204,7 +205,7 @@ class Telemetry:
                 took = time.perf_counter() - began
                 if run.status == "FAILED":
                     span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, "the task failed"))
-                self._duration.record(took, {"tasklib.task.status": run.status or "UNRECORDED"})
+                self._duration.record(took, _UNRECORDED if run.status is None else {"tasklib.task.status": run.status})
 
     @contextlib.contextmanager
     def request(self, method: str, path: str) -> Iterator[Callable[[int], None]]:

@@ -105,6 +105,22 @@ class TaskHandle:
     request is seen within one interval.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_cancelled",
+        "_dirty",
+        "_final",
+        "_interval",
+        "_lock",
+        "_message",
+        "_next_poll",
+        "_next_write",
+        "_pool",
+        "_progress",
+        "_released",
+        "id",
+    )
+
     def __init__(self, pool: WorkerPool, task_id: str, interval: float) -> None:
         self.id = task_id
         self._pool = pool
