@@ -79,6 +79,9 @@ def _wake(batch: list[_Write], leader: _Write | None) -> None:
     thread is a system call, and the leader, which may be the busiest thread of
     the host (a loop submitting tasks), makes one, not one per writer.
     """
+    if leader is None and len(batch) == 1:  # the usual batch: one other thread's write
+        batch[0].done.release()
+        return
     waiting = [write for write in batch if write is not leader]
     for write, after in itertools.pairwise(waiting):
         write.after = after

@@ -637,13 +637,8 @@ class WorkerPool:
             if stop_now:
                 self._cancel_quietly(task_id)
                 handle._request_cancel()
-            try:
-                with task_run(self.telemetry, task_id, self.runner) as run:
-                    run.ended(self._run(handle, fn, args, kwargs, run)[0])
-            finally:
-                with self._lock:
-                    self._running.pop(task_id, None)
-                    self._dirty.discard(handle)
+            with task_run(self.telemetry, task_id, self.runner) as run:
+                run.ended(self._run(handle, fn, args, kwargs, run)[0])
         except BaseException:
             # Nothing a task does may kill a worker: even a failed store write ends here.
             log(
@@ -659,6 +654,10 @@ class WorkerPool:
 
     def _finish(self, task_id: str) -> None:
         with self._lock:
+            # Not running any more (if it ran): its handle goes with the outcome, under one lock.
+            handle = self._running.pop(task_id, None)
+            if handle is not None:
+                self._dirty.discard(handle)
             outcome = self._outcomes.get(task_id)
             if outcome is not None and outcome.task is not None and outcome.task.status.is_terminal:
                 # Kept before its outcome goes: wait() looks at both without the lock,
