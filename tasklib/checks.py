@@ -42,6 +42,9 @@ def parse_id(task_id: str) -> int:
 
     Raises TypeError for a ``task_id`` that is not a str.
     """
+    # The usual id, without the pattern: up to 18 ASCII digits, no leading zero, so below MAX_ID.
+    if type(task_id) is str and 0 < len(task_id) < 19 and task_id.isdigit() and task_id.isascii() and task_id[0] != "0":
+        return int(task_id)
     if not isinstance(task_id, str):
         raise TypeError(f"task_id must be a str, not {type(task_id).__name__}")
     if len(task_id) > 19 or not _ID.fullmatch(task_id):

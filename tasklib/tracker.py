@@ -757,7 +757,8 @@ class TaskTracker:
         raise PermissionDenied(str(record[0]), user)
 
     def _apply(self, task_id: str, event: Event, **data: Any) -> Task:
-        self._check_open()
+        if self._closing:
+            raise TrackerClosed("the tracker is closed")
         if event in _STARTING and not self._opened:
             self.open()  # the task will belong to this process, whose heartbeat must run
         try:
