@@ -37,8 +37,8 @@ CLOSE_GRACE = 5.0
 #: (a few MB at most).
 REMEMBERED_FINISHED = 10_000
 #: Seconds between an idle worker thread's looks at whether the interpreter is
-#: exiting with its tracker never closed: the thread then ends once no task is
-#: queued, so the exit waits for the tasks already submitted, and no longer.
+#: exiting (its main thread ended) with the tracker never closed: the pool then
+#: refuses new tasks, and its threads end once the submitted ones have run.
 IDLE_LOOK = 1.0
 
 _T = TypeVar("_T")
@@ -381,7 +381,15 @@ class WorkerPool:
             except queue.Empty:
                 if threading.main_thread().is_alive():
                     continue
-                return  # the interpreter is exiting, the tracker never closed: nothing left to run
+                # The interpreter is exiting with the tracker never closed: like a
+                # ThreadPoolExecutor's, the pool takes no new task from now on (a
+                # thread other than the main one may still submit), runs what was
+                # submitted, and ends.
+                with self._lock:
+                    self._shut = True
+                if jobs.empty():
+                    return
+                continue
             if job is None:
                 return
             self._execute(*job, queued=True)

@@ -474,3 +474,43 @@ def test_interpreter_exit_with_the_tracker_never_closed_runs_what_was_submitted(
         assert {t.status for t in reader.list()} == {S.COMPLETE}
     finally:
         reader.close()
+
+
+def test_submit_after_the_main_thread_ended_is_refused_not_lost(tmp_path: Any) -> None:
+    """The main thread ended, the tracker never closed: a later submit from another thread raises TrackerClosed.
+
+    As a ThreadPoolExecutor refuses work once the interpreter shuts down: the task
+    is ended CANCELLED, never left queued with no thread to run it.
+    """
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys, threading, time
+        import tasklib
+        tracker = tasklib.TaskTracker(sys.argv[1], max_workers=2)
+        tracker.wait(tracker.submit(lambda: 1).id, timeout=30)
+
+        def later():
+            # Once the worker threads saw the main thread end, and ended.
+            while any(t.name.startswith("tasklib-worker") for t in threading.enumerate()):
+                time.sleep(0.05)
+            try:
+                tracker.submit(lambda: 2)
+                print("accepted", flush=True)
+            except tasklib.TrackerClosed:
+                print("refused", flush=True)
+
+        threading.Thread(target=later).start()
+        """
+    )
+    db = tmp_path / "late.db"
+    done = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "refused\n", done.stderr
+    reader = TaskTracker(str(db))
+    try:
+        assert sorted((t.id, t.status) for t in reader.list()) == [("1", S.COMPLETE), ("2", S.CANCELLED)]
+    finally:
+        reader.close()
