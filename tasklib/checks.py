@@ -42,6 +42,9 @@ def parse_id(task_id: str) -> int:
 
     Raises TypeError for a ``task_id`` that is not a str.
     """
+    # The usual id, without the pattern: up to 18 ASCII digits, no leading zero, so below MAX_ID.
+    if type(task_id) is str and 0 < len(task_id) < 19 and task_id.isdigit() and task_id.isascii() and task_id[0] != "0":
+        return int(task_id)
     if not isinstance(task_id, str):
         raise TypeError(f"task_id must be a str, not {type(task_id).__name__}")
     if len(task_id) > 19 or not _ID.fullmatch(task_id):
@@ -63,6 +66,8 @@ def check_user(name: str, value: object, *, optional: bool) -> int | None:
     ``<=`` as it likes (claim to equal every submitter), so only its integer value
     is kept. Raises TypeError or ValueError.
     """
+    if type(value) is int and -MAX_ID - 1 <= value <= MAX_ID:
+        return value
     if value is None and optional:
         return None
     if not is_int(value):
@@ -99,11 +104,14 @@ def check_text(name: str, value: object) -> None:
 
 
 def check_message(message: object) -> None:
-    check_text("message", message)
+    if message is not None:
+        check_text("message", message)
 
 
 def check_progress(progress: object) -> None:
     """A progress percentage: an int (not a bool or a float) from 0 to 100."""
+    if type(progress) is int and 0 <= progress <= 100:
+        return
     if not is_int(progress):
         raise TypeError(f"progress must be an int from 0 to 100, not {type(progress).__name__}")
     if not 0 <= progress <= 100:

@@ -79,6 +79,9 @@ def _wake(batch: list[_Write], leader: _Write | None) -> None:
     thread is a system call, and the leader, which may be the busiest thread of
     the host (a loop submitting tasks), makes one, not one per writer.
     """
+    if leader is None and len(batch) == 1:  # the usual batch: one other thread's write
+        batch[0].done.release()
+        return
     waiting = [write for write in batch if write is not leader]
     for write, after in itertools.pairwise(waiting):
         write.after = after
@@ -122,14 +125,15 @@ class GroupCommit:
             # Part of a transaction of the caller's own: it commits with it, not with a batch.
             cursor = conn.execute(sql, params)
             return cursor.fetchall(), cursor.rowcount
-        with self._lock:
-            if self._leading:
+        lock = self._lock
+        with lock:
+            leading = self._leading
+            if leading:
                 mine = _Write(sql, params)
                 self._queued.append(mine)
             else:
                 self._leading = True
-                mine = None
-        if mine is None:
+        if not leading:
             # The lead: this write at once, alone, then what queued behind it.
             try:
                 cursor = conn.execute(sql, params)
@@ -138,9 +142,13 @@ class GroupCommit:
             except BaseException:
                 self._hand_on(self._take())
                 raise
-            queued = self._take()
-            if queued:
-                self._lead(conn, queued, LEAD_BATCHES - 1, None)
+            with lock:  # what _take does, inline for the usual case: nothing queued
+                queued = self._queued
+                if not queued:
+                    self._leading = False
+                    return outcome
+                self._queued = []
+            self._lead(conn, queued, LEAD_BATCHES - 1, None)
             return outcome
         mine.done.acquire()  # released when done (by the leader or the writer before), or to lead
         if mine.batch is not None:

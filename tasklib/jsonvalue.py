@@ -99,20 +99,31 @@ def storable_text(text: str) -> str:
 
 def _fits(value: Any, depth: int) -> bool:
     """Whether :func:`_check` would accept ``value``: the same walk, with no path names to build."""
-    if value is None or value.__class__ in (bool, int):
-        return True
-    if isinstance(value, str):
-        return value.isascii() or _utf8(value)
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list):
-        return depth < MAX_DEPTH and all(_fits(item, depth + 1) for item in value)
-    if isinstance(value, dict):
-        return depth < MAX_DEPTH and all(
-            isinstance(key, str) and (key.isascii() or _utf8(key)) and _fits(item, depth + 1)
-            for key, item in value.items()
-        )
-    return False  # an int subclass, a tuple, a set...: _check decides and names it
+    cls = value.__class__
+    if cls is not dict:  # most results are a dict: it goes straight to its walk
+        if value is None or cls is bool or cls is int:
+            return True
+        if isinstance(value, str):
+            return value.isascii() or _utf8(value)
+        if isinstance(value, float):
+            return math.isfinite(value)
+        if isinstance(value, list):
+            return depth < MAX_DEPTH and all(_fits(item, depth + 1) for item in value)
+        if not isinstance(value, dict):
+            return False  # an int subclass, a tuple, a set...: _check decides and names it
+    if depth >= MAX_DEPTH:
+        return False
+    # A loop, not all() over a generator, and the plain values taken here without
+    # a call each: most results are a flat dict.
+    for key, item in value.items():
+        if not (isinstance(key, str) and (key.isascii() or _utf8(key))):
+            return False
+        cls = item.__class__
+        if cls is int or cls is bool or item is None or (cls is str and item.isascii()):
+            continue
+        if not _fits(item, depth + 1):
+            return False
+    return True
 
 
 def _utf8(text: str) -> bool:

@@ -33,6 +33,7 @@ REMEMBERED_STARTS = 1024
 
 #: The events that write a task and keep its status.
 _KEEPING = frozenset({Event.PROGRESS, Event.RELEASE})
+_RUNNING = TaskStatus.RUNNING.value
 
 
 class Ledger:
@@ -70,7 +71,7 @@ class Ledger:
 
     def _moved(self, event: Event, record: Record, now: int) -> bool:
         """Whether the write of ``event`` that gave ``record`` at ``now`` changed the task's status."""
-        if record.status != TaskStatus.RUNNING.value:
+        if record.status != _RUNNING:
             return event not in _KEEPING  # progress and release keep CANCEL_REQUESTED
         if event is Event.START:
             self._remember_start(record.id, now)
@@ -79,18 +80,19 @@ class Ledger:
         # in the same millisecond is told apart by the starts this ledger remembers.
         if event is not Event.PROGRESS or record.started != now:
             return False
-        with self._lock:
-            if self._started.get(record.id) == now:
-                return False
-        self._remember_start(record.id, now)
-        return True
+        return self._remember_start(record.id, now)
 
-    def _remember_start(self, key: int, now: int) -> None:
+    def _remember_start(self, key: int, now: int) -> bool:
+        """Remember that task ``key`` started at ``now``; False if that start was remembered already."""
         with self._lock:
-            self._started[key] = now
-            self._started.move_to_end(key)
-            if len(self._started) > REMEMBERED_STARTS:
-                self._started.popitem(last=False)
+            started = self._started
+            if started.get(key) == now:
+                return False
+            started[key] = now
+            started.move_to_end(key)
+            if len(started) > REMEMBERED_STARTS:
+                started.popitem(last=False)
+            return True
 
     def _announce(self, task: Task) -> Task:
         if self.announce is not None:
@@ -213,9 +215,9 @@ class Ledger:
                 runner=self.liveness.runner.token,
             )
             if record is not None:
-                task = self.task(record, now)
-                if self._moved(event, record, now):
-                    self._announce(task)
+                task = Task.from_record(record, url_prefix=self.url_prefix, now=now)
+                if self._moved(event, record, now) and self.announce is not None:
+                    self.announce(task)
                 return task
             record = self.fetch(key, task_id, now)
             status = STATUS_BY_VALUE[record.status]

@@ -87,7 +87,8 @@ class ChangeFeed:
         self._store = store
         self._lock = threading.Lock()
         self._watches: dict[int, set[Watch]] = {}
-        self._hooks: list[Callable[[Task], object]] = []
+        # Replaced, never changed in place: a write reads it without the lock.
+        self._hooks: tuple[Callable[[Task], object], ...] = ()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._probe: ChangeProbe | None = None
@@ -143,16 +144,18 @@ class ChangeFeed:
     def add_hook(self, callback: Callable[[Task], object]) -> HookHandle:
         """Register ``callback``; a callback registered twice is called twice."""
         with self._lock:
-            self._hooks.append(callback)
+            self._hooks = (*self._hooks, callback)
         return HookHandle(self, callback)
 
     def remove_hook(self, callback: Callable[[Task], object]) -> bool:
         """Unregister one registration of ``callback``; False if it was not registered."""
         with self._lock:
+            hooks = list(self._hooks)
             try:
-                self._hooks.remove(callback)
+                hooks.remove(callback)
             except ValueError:
                 return False
+            self._hooks = tuple(hooks)
             return True
 
     @property
@@ -160,7 +163,7 @@ class ChangeFeed:
         """The registered callbacks, in order.
 
         Read without the lock: in a forked child the lock may be held by a thread
-        of the parent that no longer exists (copying a list is atomic in CPython).
+        of the parent that no longer exists (the tuple is replaced, never changed).
         """
         return list(self._hooks)
 
@@ -169,11 +172,9 @@ class ChangeFeed:
 
         A hook that raises is logged and the others still run; the write stays.
         """
-        if not self._hooks:  # most trackers have none; a hook added meanwhile misses this change only
-            return
-        with self._lock:
-            hooks = list(self._hooks)
-        for hook in hooks:
+        # Without the lock: the tuple is replaced, never changed in place. A hook
+        # added meanwhile misses this change only.
+        for hook in self._hooks:
             try:
                 hook(task)
             except Exception:

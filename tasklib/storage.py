@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import importlib
 import logging
+import operator
 import os
 import select
 import sqlite3
@@ -202,17 +203,32 @@ class _Statement:
     on a connection, ``execute`` runs it with the same parameters as ``sql``.
     """
 
-    __slots__ = ("_names", "_template", "execute", "name", "prepare", "sql")
+    __slots__ = ("_constants", "_get", "_names", "_template", "execute", "name", "prepare", "sql")
 
     def __init__(self, query: peewee.Query) -> None:
         self.sql, params = query.sql()
         self._template = tuple(params)
         self._names = [(i, p.name) for i, p in enumerate(params) if isinstance(p, _Param)]
+        # The hot statements take many parameters, the statuses among them as
+        # constants: one C call binds them all, from the values and the constants
+        # (keys no name can be) put together.
+        self._constants = {f"#{i}": p for i, p in enumerate(params) if not isinstance(p, _Param)}
+        keys = [p.name if isinstance(p, _Param) else f"#{i}" for i, p in enumerate(params)]
+        self._get: Callable[[dict[str, Any]], tuple[Any, ...]] | None = (
+            operator.itemgetter(*keys) if len(keys) > 1 else None
+        )
         self.name: str | None = None
         self.prepare: str | None = None
         self.execute: str | None = None
 
-    def bind(self, values: dict[str, Any]) -> list[Any]:
+    def bind(self, values: dict[str, Any]) -> list[Any] | tuple[Any, ...]:
+        """The statement's parameters, in order, with ``values`` for its named ones.
+
+        ``values``, built for this one call, gets the statement's constants added.
+        """
+        if self._get is not None:
+            values.update(self._constants)
+            return self._get(values)
         params = list(self._template)
         for i, name in self._names:
             params[i] = values[name]
@@ -493,45 +509,58 @@ def store_key(db: peewee.Database) -> str:
     return hashlib.sha1(where.encode("utf-8", "backslashreplace")).hexdigest()[:10]
 
 
-class _WriteGate:
-    """Short writes pass side by side; a long write waits for them, then runs alone.
+class _Admission:
+    """Who is using a store: the statements under way, and on SQLite the write gate.
 
-    Short writers of one process still take turns inside SQLite as usual; what the
-    gate adds is that, while a long write runs, they wait on a condition and go the
-    moment it ends, instead of sleeping in SQLite's busy handler. A waiting long
-    write holds back new short ones, so it is not starved either.
+    close() waits until no statement is under way: SQLite's driver crashes the
+    process (a segfault) when a connection is closed under a running statement.
+
+    The gate: short writes pass side by side; a long write waits for them, then
+    runs alone. Short writers of one process still take turns inside SQLite as
+    usual; what the gate adds is that, while a long write runs, they wait on a
+    condition and go the moment it ends, instead of sleeping in SQLite's busy
+    handler. A waiting long write holds back new short ones, so it is not starved
+    either. Both counts live under one lock, as each statement passes both.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, gated: bool) -> None:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._gated = gated
+        self.closed = False
+        self._active = 0  # statements under way
         self._short = 0  # short writes under way
         self._long = False  # a long write under way
         self._long_waiting = 0
 
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        self.enter_shared()
-        try:
-            yield
-        finally:
-            self.leave_shared()
-
-    # As plain calls too: the store's direct path spares itself a context manager.
-    def enter_shared(self) -> None:
+    def enter(self, write: bool) -> bool:
+        """Count a statement in, a short write once no long one runs or waits; False once closed."""
         with self._lock:
-            while self._long or self._long_waiting:
-                self._cond.wait()
-            self._short += 1
+            if self.closed:
+                return False
+            if write and self._gated:
+                while self._long or self._long_waiting:
+                    self._cond.wait()
+                self._short += 1
+            self._active += 1
+            return True
 
-    def leave_shared(self) -> None:
+    def leave(self, write: bool) -> None:
+        """Count out a statement :meth:`enter` let in with the same ``write``."""
         with self._lock:
-            self._short -= 1
-            if not self._short and self._long_waiting:  # only a long write waits for the short ones
+            self._active -= 1
+            if write and self._gated:
+                self._short -= 1
+            # Only a long write waits for the short ones, and only close() for the last statement.
+            if (not self._short and self._long_waiting) or (not self._active and self.closed):
                 self._cond.notify_all()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
+        """A long write, alone among this store's writes (a statement already counted in)."""
+        if not self._gated:
+            yield
+            return
         with self._cond:
             self._long_waiting += 1
             while self._long or self._short:
@@ -544,6 +573,12 @@ class _WriteGate:
             with self._cond:
                 self._long = False
                 self._cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new statements; whether those under way ended within ``timeout`` seconds."""
+        with self._cond:
+            self.closed = True
+            return self._cond.wait_for(lambda: not self._active, timeout)
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -584,10 +619,6 @@ class Store:
         # The SQLite connections tasklib opens itself beyond the database's (the
         # change probe's) take the same durability as the store's own.
         self._pragmas = check_durability(durability)
-        self._users_lock = threading.Lock()
-        self._users = threading.Condition(self._users_lock)
-        self._active = 0
-        self._closed = False
         self._is_sqlite = isinstance(self.db, peewee.SqliteDatabase)
         self.key = store_key(self.db)
         # A pooled connection goes back to the pool after each operation, so threads
@@ -601,9 +632,10 @@ class Store:
         #: id, or None when the write touched many (a sweep, a purge).
         self.written: Callable[[int | None], None] | None = None
         # While a long write of this process (a purge batch) runs, its short writes
-        # wait at this gate rather than in SQLite's busy handler, which sleeps in steps
-        # of up to 100 ms and so could starve them. A database server needs no gate.
-        self._gate = _WriteGate() if self._is_sqlite else None
+        # wait at a gate rather than in SQLite's busy handler, which sleeps in steps
+        # of up to 100 ms and so could starve them. A database server needs no gate,
+        # nor does a store whose one connection takes one statement at a time.
+        self._admission = _Admission(gated=self._is_sqlite and self._serial is None)
         self._clock = SQL(_CLOCK_SQL["sqlite" if self._is_sqlite else "postgres"])
         # A SQLite database whose threads each keep their own connection (every file
         # store) takes the direct path of :meth:`_run`.
@@ -634,54 +666,35 @@ class Store:
             return self.db.atomic("IMMEDIATE")
         return self.db.atomic()
 
-    def _writing(self, *, exclusive: bool = False) -> Any:
-        if self._gate is None:
-            return contextlib.nullcontext()
-        return self._gate.exclusive() if exclusive else self._gate.shared()
-
     @contextlib.contextmanager
     def _session(self, *, write: bool, exclusive: bool = False) -> Iterator[None]:
-        """One operation on the database: its gate, its connection, its errors.
+        """One operation on the database: its admission, its connection, its errors.
 
         Driver errors (also those raised while fetching a write's rows) come out
         as peewee's; a connection that broke is discarded, never handed out again;
         a pooled connection goes back to the pool at the end.
         """
-        gate = self._writing(exclusive=exclusive) if write else contextlib.nullcontext()
-        serial = self._serial if self._serial is not None else contextlib.nullcontext()
-        with self._in_use(), serial, gate:
-            try:
-                with _DRIVER_ERRORS:
-                    yield
-            except (peewee.OperationalError, peewee.InterfaceError):
-                self._discard_if_broken()
-                raise
-            finally:
-                if self._pooled and not self.db.in_transaction():
-                    self.db.close()
-
-    @contextlib.contextmanager
-    def _in_use(self) -> Iterator[None]:
-        # close() must not close a connection another thread is using: SQLite's
-        # driver crashes the process (a segfault) when that happens mid-statement.
-        self._enter()
+        short = write and not exclusive
+        admission = self._admission
+        if not admission.enter(short):
+            raise self._closed_error()
         try:
-            yield
+            serial = self._serial if self._serial is not None else contextlib.nullcontext()
+            with serial, admission.exclusive() if exclusive else contextlib.nullcontext():
+                try:
+                    with _DRIVER_ERRORS:
+                        yield
+                except (peewee.OperationalError, peewee.InterfaceError):
+                    self._discard_if_broken()
+                    raise
+                finally:
+                    if self._pooled and not self.db.in_transaction():
+                        self.db.close()
         finally:
-            self._leave()
+            admission.leave(short)
 
-    def _enter(self) -> None:
-        with self._users_lock:
-            if self._closed:
-                raise StoreError(f"the store {self.name} is closed")
-            self._active += 1
-
-    def _leave(self) -> None:
-        with self._users_lock:
-            self._active -= 1
-            # Only close() waits for the count to reach zero, and only once closed.
-            if not self._active and self._closed:
-                self._users.notify_all()
+    def _closed_error(self) -> StoreError:
+        return StoreError(f"the store {self.name} is closed")
 
     def _discard_if_broken(self) -> None:
         # After a server restart or a dropped connection the driver marks it closed;
@@ -756,27 +769,22 @@ class Store:
         peewee's, for :meth:`_run` to retry or wrap. No peewee query hooks or
         logging (:meth:`_run` takes the full path while a hook is installed).
         """
-        self._enter()
+        admission = self._admission
+        if not admission.enter(write):
+            raise self._closed_error()
         try:
-            gate = self._gate
-            if write and gate is not None:
-                gate.enter_shared()
-            try:
-                if write:
-                    return self._commits.write(sql, params)
-                cursor = self.db.connection().execute(sql, params)
-                return cursor.fetchall(), cursor.rowcount
-            except peewee.PeeweeException:
+            if write:
+                return self._commits.write(sql, params)
+            cursor = self.db.connection().execute(sql, params)
+            return cursor.fetchall(), cursor.rowcount
+        except peewee.PeeweeException:
+            raise
+        except Exception:
+            with _DRIVER_ERRORS:  # re-raises the driver's error as peewee's
                 raise
-            except Exception:
-                with _DRIVER_ERRORS:  # re-raises the driver's error as peewee's
-                    raise
-                raise
-            finally:
-                if write and gate is not None:
-                    gate.leave_shared()
+            raise
         finally:
-            self._leave()
+            admission.leave(write)
 
     def _may_prepare(self) -> bool:
         # Query hooks and peewee's debug log see every statement's own text: while
@@ -855,20 +863,24 @@ class Store:
             # on a connection of its own. A failure goes to the one retry rule, then
             # the full path makes the attempts that are left.
             try:
-                return self._run_prepared(stmt, params)
+                return self._run_prepared(stmt, params, write)
             except _DATABASE_ERRORS as exc:
                 self._retry_or_raise(exc, 0, write=write, retry_broken=retry_broken)
             return self._run(stmt.sql, params, write=write, retry_broken=retry_broken, stmt=stmt, first_attempt=1)
         return self._run(stmt.sql, params, write=write, retry_broken=retry_broken, stmt=stmt, **options)
 
-    def _run_prepared(self, stmt: _Statement, params: list[Any]) -> tuple[list[tuple[Any, ...]], int]:
+    def _run_prepared(
+        self, stmt: _Statement, params: list[Any] | tuple[Any, ...], write: bool
+    ) -> tuple[list[tuple[Any, ...]], int]:
         """What :meth:`_session` does for one prepared statement, inlined: a connection from the pool and back.
 
         For a thread that holds no connection (so is in no transaction), on a pool
-        with no write gate and no serial lock. Driver errors come out as peewee's;
-        a broken connection is discarded, never handed out again.
+        (no write gate, no serial lock). The same admission; driver errors come
+        out as peewee's; a broken connection is discarded, never handed out again.
         """
-        self._enter()
+        admission = self._admission
+        if not admission.enter(write):
+            raise self._closed_error()
         try:
             db = self.db
             try:
@@ -887,9 +899,9 @@ class Store:
             finally:
                 db.close()  # back to the pool: this thread held none before
         finally:
-            self._leave()
+            admission.leave(write)
 
-    def _plain(self, sql: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], int]:
+    def _plain(self, sql: str, params: list[Any] | tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
         # A statement as its own text, with peewee's query hooks and logging.
         cursor = self.db.execute_sql(sql, params)
         try:
@@ -1357,7 +1369,7 @@ class Store:
             time.sleep(0.001)
         self._run("PRAGMA wal_checkpoint(TRUNCATE)", (), write=True, exclusive=True)
 
-    def hot_statements(self) -> dict[str, tuple[str, list[Any]]]:
+    def hot_statements(self) -> dict[str, tuple[str, list[Any] | tuple[Any, ...]]]:
         """Every statement that reads or changes the task table, with sample parameters.
 
         Name -> (sql, params), as this store runs them: for checking their query
@@ -1394,7 +1406,7 @@ class Store:
             statements[f"apply_{event.value}"] = stmt
         notify = f"NOTIFY {CHANGE_CHANNEL}; "
         # A write on PostgreSQL carries its NOTIFY in front: the plan is the statement's.
-        return {name: (stmt.sql.removeprefix(notify), stmt.bind(sample)) for name, stmt in statements.items()}
+        return {name: (stmt.sql.removeprefix(notify), stmt.bind(dict(sample))) for name, stmt in statements.items()}
 
     # -- runners --------------------------------------------------------------
 
@@ -1513,9 +1525,7 @@ class Store:
         rather than closed under a running statement. A caller's database is left
         open. Later statements raise StoreError.
         """
-        with self._users:
-            self._closed = True
-            idle = self._users.wait_for(lambda: not self._active, timeout)
+        idle = self._admission.close(timeout)
         if not self._owned:
             return
         if not idle:

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from .status import TaskStatus
+
 if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram, MeterProvider
     from opentelemetry.trace import Span, TracerProvider
@@ -55,6 +57,11 @@ RUN_SPAN = "tasklib.task.run"
 ENDED_METRIC = "tasklib.tasks.ended"
 #: The histogram of how long task functions ran, in seconds, by ``tasklib.task.status``.
 DURATION_METRIC = "tasklib.task.duration"
+
+# The metrics' attributes for each status, made once: every task's end records them.
+_STATUS_ATTRIBUTES = {status: {"tasklib.task.status": status.value} for status in TaskStatus}
+_ENDED_ATTRIBUTES = {status: attributes for status, attributes in _STATUS_ATTRIBUTES.items() if status.is_terminal}
+_UNRECORDED = {"tasklib.task.status": "UNRECORDED"}
 
 
 def log(
@@ -109,27 +116,26 @@ class _TracedRun:
 class _TimedRun:
     """A run with no span (no tracer records one): its duration goes to the histogram alone."""
 
-    __slots__ = ("_began", "_histogram", "status")
+    __slots__ = ("_attributes", "_began", "_histogram")
 
     def __init__(self, histogram: Histogram) -> None:
         self._histogram = histogram
         self._began = 0.0
-        self.status: str | None = None
+        self._attributes = _UNRECORDED
 
     def __enter__(self) -> _TimedRun:
         self._began = time.perf_counter()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        took = time.perf_counter() - self._began
-        self._histogram.record(took, {"tasklib.task.status": self.status or "UNRECORDED"})
+        self._histogram.record(time.perf_counter() - self._began, self._attributes)
 
     def failed(self, exc: BaseException) -> None:
         pass
 
     def ended(self, task: Task | None) -> None:
         if task is not None:
-            self.status = task.status.value
+            self._attributes = _STATUS_ATTRIBUTES[task.status]
 
 
 class Telemetry:
@@ -175,8 +181,9 @@ class Telemetry:
 
     def changed(self, task: Task) -> None:
         """A status change this process wrote: a task that reached a final status is counted."""
-        if task.status.is_terminal:
-            self._ended.add(1, {"tasklib.task.status": task.status.value})
+        attributes = _ENDED_ATTRIBUTES.get(task.status)
+        if attributes is not None:
+            self._ended.add(1, attributes)
 
     def run(self, task_id: str, runner: str | None) -> contextlib.AbstractContextManager[TaskRun]:
         """The span around one run of a task function, current while it runs, and its duration."""
@@ -198,7 +205,7 @@ class Telemetry:
                 took = time.perf_counter() - began
                 if run.status == "FAILED":
                     span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, "the task failed"))
-                self._duration.record(took, {"tasklib.task.status": run.status or "UNRECORDED"})
+                self._duration.record(took, _UNRECORDED if run.status is None else {"tasklib.task.status": run.status})
 
     @contextlib.contextmanager
     def request(self, method: str, path: str) -> Iterator[Callable[[int], None]]:

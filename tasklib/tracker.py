@@ -443,9 +443,11 @@ class TaskTracker:
             if dispatcher is not None:
                 self._check_open()
                 return dispatch(self._ledger, dispatcher, fn, args, kwargs, description, submitted_by)
-        pool = self.workers if fn is not None else None
-        if pool is None or fn is None:
+        if fn is None:
             return self._ledger.insert(description=description, submitted_by=submitted_by, now=now_ms(), owned=False)
+        pool = self._pool
+        if pool is None or self._closing:
+            pool = self.workers  # opens the tracker, or raises TrackerClosed
         # A worker free now takes the task at once: it is recorded RUNNING, and its
         # start costs no write of its own.
         at_once = pool.reserve()
@@ -755,7 +757,8 @@ class TaskTracker:
         raise PermissionDenied(str(record[0]), user)
 
     def _apply(self, task_id: str, event: Event, **data: Any) -> Task:
-        self._check_open()
+        if self._closing:
+            raise TrackerClosed("the tracker is closed")
         if event in _STARTING and not self._opened:
             self.open()  # the task will belong to this process, whose heartbeat must run
         try:

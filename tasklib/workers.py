@@ -13,10 +13,10 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from .checks import check_message, check_progress
@@ -36,8 +36,15 @@ CLOSE_GRACE = 5.0
 #: How many finished tasks' last snapshots a pool keeps for :meth:`WorkerPool.finished`
 #: (a few MB at most).
 REMEMBERED_FINISHED = 10_000
+#: Seconds between an idle worker thread's looks at whether the interpreter is
+#: exiting (its main thread ended) with the tracker never closed: the pool then
+#: refuses new tasks, and its threads end once the submitted ones have run.
+IDLE_LOOK = 1.0
 
 _T = TypeVar("_T")
+
+#: A submitted task for a worker thread: its id, function and arguments.
+_Job = tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 _current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar("tasklib_current_task", default=None)
 
@@ -97,6 +104,22 @@ class TaskHandle:
     written, at the latest one interval later or when the task ends. A cancel
     request is seen within one interval.
     """
+
+    __slots__ = (
+        "__weakref__",
+        "_cancelled",
+        "_dirty",
+        "_final",
+        "_interval",
+        "_lock",
+        "_message",
+        "_next_poll",
+        "_next_write",
+        "_pool",
+        "_progress",
+        "_released",
+        "id",
+    )
 
     def __init__(self, pool: WorkerPool, task_id: str, interval: float) -> None:
         self.id = task_id
@@ -272,13 +295,18 @@ class WorkerPool:
         self.runner = runner
         self.telemetry = telemetry
         self._interval = interval
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tasklib-worker")
         self._max_workers = max_workers
+        # The worker threads and the jobs they take in turn, through one C queue (a
+        # ThreadPoolExecutor's future, work item and semaphores per task cost more
+        # than running a short task). Started as submitted tasks need them.
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._shut = False
         self._lock = threading.Lock()
         self._reserved = 0  # workers promised to tasks being inserted RUNNING
         self._started: set[str] = set()  # queued tasks recorded RUNNING already
         self._cancel_early: set[str] = set()  # cancel requested before its worker had its handle
-        self._queued: dict[str, Future[None]] = {}
+        self._queued: dict[str, bool] = {}  # submitted tasks no worker has taken yet, in order
         self._running: dict[str, TaskHandle] = {}
         self._outcomes: dict[str, _Outcome] = {}
         self._delivered: set[str] = set()  # tasks a queue delivered, running in this process
@@ -320,20 +348,52 @@ class WorkerPool:
         *,
         started: bool = False,
     ) -> None:
-        """Run ``fn`` for the recorded task; ``started``: it was recorded RUNNING (after :meth:`reserve`)."""
+        """Run ``fn`` for the recorded task; ``started``: it was recorded RUNNING (after :meth:`reserve`).
+
+        Raises TrackerClosed, the task ended unrun, once the pool is shut down.
+        """
         with self._lock:
             if started:
                 self._reserved -= 1
-                self._started.add(task_id)
-            self._outcomes[task_id] = _Outcome()
+            if not self._shut:
+                if started:
+                    self._started.add(task_id)
+                self._outcomes[task_id] = _Outcome()
+                self._queued[task_id] = True
+                self._jobs.put((task_id, fn, args, kwargs))
+                # A thread per task under way, up to max_workers: an idle thread takes the next job.
+                threads = len(self._threads)
+                if threads < self._max_workers and threads < len(self._outcomes):
+                    thread = threading.Thread(target=self._work, name=f"tasklib-worker_{threads}")
+                    thread.start()
+                    self._threads.append(thread)
+                return
+        # The pool shut down between the task's insert and now.
+        self._end_unrun(task_id, started)
+        raise TrackerClosed("the tracker is closed")
+
+    def _work(self) -> None:
+        """A worker thread: run the submitted tasks, one at a time, until shut down."""
+        jobs = self._jobs
+        while True:
             try:
-                future = self._executor.submit(self._execute, task_id, fn, args, kwargs)
-            except RuntimeError:  # the pool shut down between the task's insert and now
-                self._outcomes.pop(task_id)
-                self._started.discard(task_id)
-                self._end_unrun(task_id, started)
-                raise TrackerClosed("the tracker is closed") from None
-            self._queued[task_id] = future
+                job = jobs.get(timeout=IDLE_LOOK)
+            except queue.Empty:
+                if threading.main_thread().is_alive():
+                    continue
+                # The interpreter is exiting with the tracker never closed: like a
+                # ThreadPoolExecutor's, the pool takes no new task from now on (a
+                # thread other than the main one may still submit), runs what was
+                # submitted, and ends.
+                with self._lock:
+                    self._shut = True
+                if jobs.empty():
+                    return
+                continue
+            if job is None:
+                return
+            self._execute(*job, queued=True)
+            del job  # not kept alive while waiting for the next
 
     def outcome(self, task_id: str) -> _Outcome | None:
         """The pending outcome of a task this pool runs, or None if it is not (or no longer) ours."""
@@ -371,20 +431,28 @@ class WorkerPool:
         worker has stopped.
         """
         self._closing_at = time.monotonic()
-        if not wait:
-            with self._lock:
+        with self._lock:
+            self._shut = True
+            threads = list(self._threads)
+            queued: list[str] = []
+            running: list[TaskHandle] = []
+            if not wait:
                 self._cancel_all = True
-                queued = list(self._queued.items())
+                # Taken from the queue here: a worker that meets one of them skips it.
+                queued, self._queued = list(self._queued), {}
                 running = list(self._running.values())
-            for task_id, future in queued:
-                if future.cancel():
-                    self._abandon(task_id)
+        if not wait:
+            for task_id in queued:
+                self._abandon(task_id)
             for handle in running:
                 # The request is written first: a task that saw the flag before the
                 # store did would find nothing to acknowledge, and end FAILED.
                 self._cancel_quietly(handle.id)
                 handle._request_cancel()
-        self._executor.shutdown(wait=True)
+        for _ in threads:
+            self._jobs.put(None)  # after every job: each thread ends once they have run
+        for thread in threads:
+            thread.join()
         self._stop.set()
         self._flusher.join()
 
@@ -434,7 +502,6 @@ class WorkerPool:
 
     def _abandon(self, task_id: str) -> None:
         with self._lock:
-            self._queued.pop(task_id, None)
             started = task_id in self._started
             self._started.discard(task_id)
         self._end_unrun(task_id, started)
@@ -543,9 +610,19 @@ class WorkerPool:
             raise error
         return result
 
-    def _execute(self, task_id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _execute(
+        self,
+        task_id: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        queued: bool = False,
+    ) -> None:
+        """Run a recorded task's function to its end; ``queued``: a worker took it from the queue."""
         with self._lock:
-            self._queued.pop(task_id, None)
+            if queued and not self._queued.pop(task_id, False):
+                return  # shutdown(wait=False) took it first, and ends it unrun
             recorded_running = task_id in self._started
         try:
             if not recorded_running:
@@ -568,13 +645,8 @@ class WorkerPool:
             if stop_now:
                 self._cancel_quietly(task_id)
                 handle._request_cancel()
-            try:
-                with task_run(self.telemetry, task_id, self.runner) as run:
-                    run.ended(self._run(handle, fn, args, kwargs, run)[0])
-            finally:
-                with self._lock:
-                    self._running.pop(task_id, None)
-                    self._dirty.discard(handle)
+            with task_run(self.telemetry, task_id, self.runner) as run:
+                run.ended(self._run(handle, fn, args, kwargs, run)[0])
         except BaseException:
             # Nothing a task does may kill a worker: even a failed store write ends here.
             log(
@@ -590,6 +662,10 @@ class WorkerPool:
 
     def _finish(self, task_id: str) -> None:
         with self._lock:
+            # Not running any more (if it ran): its handle goes with the outcome, under one lock.
+            handle = self._running.pop(task_id, None)
+            if handle is not None:
+                self._dirty.discard(handle)
             outcome = self._outcomes.get(task_id)
             if outcome is not None and outcome.task is not None and outcome.task.status.is_terminal:
                 # Kept before its outcome goes: wait() looks at both without the lock,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import json
@@ -180,6 +181,16 @@ def test_read_path_builds_the_same_task_and_text() -> None:
         assert built == made and repr(built) == repr(made)
     with pytest.raises(AttributeError):
         built.progress = 1  # type: ignore[misc]
+    assert type(built) is Task
+
+    # A subclass of its own layout gets its own class, through its own constructor.
+    @dataclasses.dataclass(frozen=True)
+    class Annotated(Task):
+        note: str = "none"
+
+    annotated = Annotated.from_record(record, url_prefix="/t/", now=25)
+    assert type(annotated) is Annotated and annotated.note == "none"
+    assert dataclasses.astuple(annotated)[:-1] == dataclasses.astuple(made)
     for value in (built.to_dict(), 'x\u2028"\\', 1e300, -0.0, [None, True, {}], 10**30):
         assert dumps_acyclic(value) == dumps(value)
     with pytest.raises(ValueError):

@@ -430,3 +430,87 @@ def test_wait_after_the_end_returns_the_final_snapshot_unread(
     pooled.close()
     with pytest.raises(TrackerClosed):
         pooled.wait(tasks[-1].id)
+
+
+def test_threads_start_as_tasks_need_them(make_tracker: Callable[..., TaskTracker]) -> None:
+    """One task at a time runs on one thread, however many are allowed; tasks at once get up to max_workers."""
+    pooled = make_tracker(max_workers=4)
+    for i in range(5):
+        assert pooled.wait(pooled.submit(lambda i=i: i).id, timeout=WAIT).result == i
+    workers = [t for t in threading.enumerate() if t.name.startswith("tasklib-worker")]
+    assert len(workers) == 1
+    release = threading.Event()
+    tasks = [pooled.submit(lambda: release.wait(WAIT) and None) for _ in range(6)]  # 4 run at once, 2 wait
+    eventually(lambda: [pooled.get(t.id).status for t in tasks].count(S.RUNNING) == 4)
+    assert len([t for t in threading.enumerate() if t.name.startswith("tasklib-worker")]) == 4
+    release.set()
+    assert [pooled.wait(t.id, timeout=WAIT).status for t in tasks] == [S.COMPLETE] * 6
+
+
+def test_interpreter_exit_with_the_tracker_never_closed_runs_what_was_submitted(tmp_path: Any) -> None:
+    """A host that exits without close(): the submitted tasks still run to their end, then the process ends."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys, time
+        import tasklib
+        tracker = tasklib.TaskTracker(sys.argv[1], max_workers=2)
+        for i in range(6):
+            tracker.submit(lambda i=i: time.sleep(0.05) or i)
+        print("submitted", flush=True)
+        """
+    )
+    db = tmp_path / "exit.db"
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "submitted\n", done.stderr
+    assert time.monotonic() - began < 30
+    reader = TaskTracker(str(db))
+    try:
+        assert sorted(t.result for t in reader.list()) == list(range(6))
+        assert {t.status for t in reader.list()} == {S.COMPLETE}
+    finally:
+        reader.close()
+
+
+def test_submit_after_the_main_thread_ended_is_refused_not_lost(tmp_path: Any) -> None:
+    """The main thread ended, the tracker never closed: a later submit from another thread raises TrackerClosed.
+
+    As a ThreadPoolExecutor refuses work once the interpreter shuts down: the task
+    is ended CANCELLED, never left queued with no thread to run it.
+    """
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys, threading, time
+        import tasklib
+        tracker = tasklib.TaskTracker(sys.argv[1], max_workers=2)
+        tracker.wait(tracker.submit(lambda: 1).id, timeout=30)
+
+        def later():
+            # Once the worker threads saw the main thread end, and ended.
+            while any(t.name.startswith("tasklib-worker") for t in threading.enumerate()):
+                time.sleep(0.05)
+            try:
+                tracker.submit(lambda: 2)
+                print("accepted", flush=True)
+            except tasklib.TrackerClosed:
+                print("refused", flush=True)
+
+        threading.Thread(target=later).start()
+        """
+    )
+    db = tmp_path / "late.db"
+    done = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "refused\n", done.stderr
+    reader = TaskTracker(str(db))
+    try:
+        assert sorted((t.id, t.status) for t in reader.list()) == [("1", S.COMPLETE), ("2", S.CANCELLED)]
+    finally:
+        reader.close()
