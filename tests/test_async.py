@@ -362,12 +362,14 @@ def test_after_close_calls_raise_and_the_call_threads_end(make_async: Callable[.
 # -- the event loop is never blocked ---------------------------------------------
 
 HOLD = 2.0  # seconds another process holds the store's write lock
-#: The loop's longest allowed stall (100 ms on a quiet machine), plus twice the
-#: longest stall of a control loop that runs beside it in another thread of this
-#: process: on a loaded machine the scheduler and the GIL stretch both, the busier
-#: one more. A call that blocked the loop would stall it for the whole HOLD, far
-#: beyond that bound while the control loop's stalls stay under HOLD / 2.
-MAX_LAG = 0.1
+#: The loop's longest allowed stall, a quarter of HOLD, plus twice the longest
+#: stall of a control loop that runs beside it in another thread of this process:
+#: on a loaded machine the scheduler and the GIL stretch both, the busier one more.
+#: The loop is the busier: once the lock goes, it takes a thousand results in a
+#: burst, and under two CPU burners that burst alone once stalled it 200 ms (the
+#: control loop 12 ms). A call that blocked the loop would stall it for about the
+#: whole HOLD: the bound never goes past HOLD / 2.
+MAX_LAG = HOLD / 4
 
 LOCKER = """
 import sys, time
@@ -445,5 +447,5 @@ def test_a_thousand_calls_against_a_locked_store_never_block_the_loop(
     assert took >= HOLD * 0.5  # the writes really waited for the lock
     assert len(lags) >= 20  # the recorder ran all along
     assert max(control) < HOLD / 2, "the machine is too loaded for the control loop to tell anything"
-    bound = MAX_LAG + 2 * max(control)
+    bound = min(MAX_LAG + 2 * max(control), HOLD / 2)  # a blocked loop would stall about HOLD
     assert max(lags) < bound, f"the loop stalled {max(lags) * 1000:.0f} ms (bound {bound * 1000:.0f} ms)"
