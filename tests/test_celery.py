@@ -275,24 +275,34 @@ def test_the_task_fails_only_when_celery_gives_up_retrying(
 
 
 def test_cancel_of_an_enqueued_task_revokes_its_message_and_it_never_runs(
-    app_module: ModuleType, tracker: TaskTracker, workers: list[Worker], broker: Any
+    app_module: ModuleType,
+    tracker: TaskTracker,
+    workers: list[Worker],
+    start_worker: Callable[..., Worker],
+    broker: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """With every slot busy the task waits ENQUEUED; cancelled, it is CANCELLED and its function never runs."""
-    blockers = [tracker.submit(app_module.until_cancelled, key()) for _ in range(4)]  # 2 workers x 2 slots
-    eventually(lambda: all(tracker.get(b.id).status is S.RUNNING for b in blockers))
+    """A task whose message waits in the broker, cancelled: CANCELLED at once, and never run by the worker that gets it.
+
+    Its message waits on a queue no worker consumes yet, rather than behind busy
+    slots: how many messages a worker reserves beyond its slots is Celery's to
+    choose, so slots filled with blockers did not always hold the task back.
+    """
+    queue = own_queue()
     name = key()
-    task = tracker.submit(app_module.mark, name)
+    task = tracker.submit(app_module.mark.s().set(queue=queue), name)
+    assert tracker.get(task.id).status is S.ENQUEUED
     cancelled = tracker.cancel(task.id)
     assert cancelled.status is S.CANCELLED
-    for blocker in blockers:
-        tracker.cancel(blocker.id)
-    for blocker in blockers:
-        assert tracker.wait(blocker.id, timeout=WAIT).status is S.CANCELLED
-    # The worker holding the message drops it: revoked, or (had the revoke come late) found CANCELLED.
-    revoked = f"Discarding revoked task: tests.celery_app.mark[{tracker.name}:{task.id}]"
-    eventually(lambda: in_logs(workers, revoked) or in_logs(workers, f"task {task.id} is not run"))
-    after = tracker.wait(tracker.submit(app_module.mark, key()).id, timeout=WAIT)
-    assert after.status is S.COMPLETE
+    late = start_worker(request.node.callspec.params["workers"], queue=queue)
+    try:
+        # The worker drops the message: revoked, or found CANCELLED when it came.
+        revoked = f"Discarding revoked task: tests.celery_app.mark[{tracker.name}:{task.id}]"
+        eventually(lambda: in_logs([late], revoked) or in_logs([late], f"task {task.id} is not run"))
+        after = tracker.wait(tracker.submit(app_module.mark.s().set(queue=queue), key()).id, timeout=WAIT)
+        assert after.status is S.COMPLETE
+    finally:
+        late.stop()
     assert runs(broker, name) == 0
     assert tracker.get(task.id).status is S.CANCELLED
 
