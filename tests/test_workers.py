@@ -14,6 +14,7 @@ import pytest
 
 import tasklib
 from tasklib import TaskCancelled, TaskStatus, TaskTracker, TrackerClosed
+from tasklib.status import Event
 
 from .helpers import WAIT, eventually, rows
 
@@ -362,11 +363,9 @@ def test_bad_progress_inside_a_task_raises_there(pooled: TaskTracker) -> None:
 def test_hot_loop_writes_at_most_once_per_interval(make_tracker: Callable[..., TaskTracker]) -> None:
     """A million progress calls write a handful of times, and the final state is exact."""
     pooled = make_tracker(progress_interval=0.1)
+    progress_sql = pooled._store._events[Event.PROGRESS].sql
     writes: list[str] = []
-    pooled._store.db.query_hooks.append(
-        # On PostgreSQL a write's text begins with its NOTIFY for listeners.
-        lambda event: writes.append(event.sql) if "UPDATE " in event.sql else None
-    )
+    pooled._store.db.query_hooks.append(lambda event: writes.append(event.sql) if event.sql == progress_sql else None)
 
     def work(n: int) -> float:
         handle = tasklib.current_task()
@@ -377,10 +376,10 @@ def test_hot_loop_writes_at_most_once_per_interval(make_tracker: Callable[..., T
 
     task = pooled.wait(pooled.submit(work, 1_000_000).id, timeout=120)
     assert task.status is S.COMPLETE and task.progress == 100 and task.message == "999 thousand"
-    progress_writes = len(writes) - 2  # the start and the completion
     # The first change is written at once, then at most one write per interval;
-    # the last report rides on the completion.
-    assert 1 <= progress_writes <= 1 + task.result // 0.1
+    # the last report rides on the completion. (A fast machine runs the loop
+    # within one interval: one progress write then, and none else.)
+    assert 1 <= len(writes) <= 1 + task.result // 0.1
 
 
 def test_no_thread_starts_before_submit_or_open(db_path: Any) -> None:
