@@ -17,21 +17,33 @@ alone would have had, and a rejected write changes nothing. A leader interrupted
 (KeyboardInterrupt) while it commits other threads' writes undoes what it has not
 committed and hands those writes on to the next leader; only its own caller sees
 the interrupt.
+
+A write nobody waits for (:meth:`GroupCommit.write_detached`: a task's final
+write, whose worker goes on to its next task) is queued only behind a write
+under way, and the leader tells its outcome to a callback. It never leads: when
+only such writes are left to hand on (the leader was interrupted, its own write
+failed, or it has led its share of batches), they are given back unwritten, and
+their callbacks have them written again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .telemetry import log
+
 __all__ = ["GroupCommit"]
 
 #: What a write gives back: its rows (an INSERT or UPDATE ... RETURNING) and row count.
 Outcome = tuple[list[tuple[Any, ...]], int]
+#: Told the outcome of a detached write once it is committed, or None: nothing was written.
+Settled = Callable[[Outcome | None], None]
 
 #: How many batches one writer commits in a row, its own first, before it hands the
 #: lead to the first writer queued: the thread that already holds the GIL and the
@@ -42,9 +54,9 @@ LEAD_BATCHES = 8
 class _Write:
     """One queued write, and the lock its caller waits on until it is done or leads."""
 
-    __slots__ = ("after", "batch", "done", "error", "outcome", "params", "settled", "sql")
+    __slots__ = ("after", "batch", "done", "error", "outcome", "params", "settled", "sql", "then")
 
-    def __init__(self, sql: str, params: Sequence[Any]) -> None:
+    def __init__(self, sql: str, params: Sequence[Any], then: Settled | None = None) -> None:
         self.sql = sql
         self.params = params
         self.outcome: Outcome = ([], 0)
@@ -54,6 +66,7 @@ class _Write:
         self.done.acquire()
         self.batch: list[_Write] | None = None  # set when this write's thread is to lead them
         self.after: _Write | None = None  # the next writer of its batch, whom this one wakes
+        self.then = then  # set for a detached write: nobody waits on ``done``
 
     def result(self) -> Outcome:
         if self.error is not None:
@@ -73,20 +86,31 @@ def _run_one(conn: sqlite3.Connection, write: _Write) -> None:
 
 
 def _wake(batch: list[_Write], leader: _Write | None) -> None:
-    """Let the writers of a committed batch go, but the ``leader``'s own.
+    """Let the writers of a settled batch go, but the ``leader``'s own; tell the detached writes' callbacks.
 
     Each woken writer wakes the next (see :meth:`GroupCommit.write`): waking a
     thread is a system call, and the leader, which may be the busiest thread of
     the host (a loop submitting tasks), makes one, not one per writer.
     """
-    if leader is None and len(batch) == 1:  # the usual batch: one other thread's write
+    if leader is None and len(batch) == 1 and batch[0].then is None:  # the usual batch: one other thread's write
         batch[0].done.release()
         return
-    waiting = [write for write in batch if write is not leader]
+    waiting = [write for write in batch if write is not leader and write.then is None]
     for write, after in itertools.pairwise(waiting):
         write.after = after
     if waiting:
         waiting[0].done.release()
+    for write in batch:
+        if write.then is not None:
+            _tell(write, None if write.error is not None else write.outcome)
+
+
+def _tell(write: _Write, outcome: Outcome | None) -> None:
+    assert write.then is not None
+    try:
+        write.then(outcome)
+    except Exception:  # the write stands (or was not made); the leader's own caller must not see this
+        log(logging.ERROR, "a detached write's callback failed", exc_info=True)
 
 
 def _settle(batch: list[_Write], outcomes: list[Outcome]) -> None:
@@ -108,6 +132,11 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._leading = False
         self._queued: list[_Write] = []
+
+    @property
+    def leading(self) -> bool:
+        """Whether a write is being committed now: a hint, read without the lock."""
+        return self._leading
 
     @property
     def waiting(self) -> int:
@@ -157,6 +186,22 @@ class GroupCommit:
             mine.after.done.release()
         return mine.result()
 
+    def write_detached(self, sql: str, params: Sequence[Any], then: Settled) -> bool:
+        """Queue one write behind the write under way, and return at once; False, queueing nothing, if none is.
+
+        The thread committing the batch calls ``then(outcome)`` once the write is
+        committed, or ``then(None)`` when it was not written (it failed alone, or
+        was given back unwritten); ``then`` must be quick. With no write under way
+        the caller writes it with :meth:`write`: no other thread would commit it
+        sooner. Not for a write inside a transaction of the caller's own, which
+        must commit with it.
+        """
+        with self._lock:
+            if not self._leading:
+                return False
+            self._queued.append(_Write(sql, params, then))
+        return True
+
     def _take(self, unsettled: Sequence[_Write] = ()) -> list[_Write]:
         """``unsettled`` and the writes queued now, which the caller is to lead; with none, the lead is given up."""
         with self._lock:
@@ -165,12 +210,22 @@ class GroupCommit:
                 self._leading = False
         return queued
 
-    @staticmethod
-    def _hand_on(queued: list[_Write]) -> None:
-        # The first queued writer leads them, on its own thread.
-        if queued:
-            queued[0].batch = queued
-            queued[0].done.release()
+    def _hand_on(self, queued: list[_Write]) -> None:
+        """Give the lead to the first writer waiting in ``queued``, to lead them all, on its own thread.
+
+        Detached writes cannot lead: while no writer waits, they are given back
+        unwritten (their callbacks write them again) and what queued meanwhile
+        is looked at, until a writer takes the lead or none is left.
+        """
+        while queued:
+            for write in queued:
+                if write.then is None:
+                    write.batch = queued
+                    write.done.release()
+                    return
+            for write in queued:
+                _tell(write, None)
+            queued = self._take()
 
     def _lead(self, conn: sqlite3.Connection, batch: list[_Write], batches: int, mine: _Write | None) -> None:
         """Commit ``batch``, then what queues meanwhile, up to ``batches`` batches; then hand the lead on.

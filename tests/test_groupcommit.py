@@ -208,3 +208,53 @@ def test_many_threads_each_write_committed_once_with_its_own_id(harness: Harness
     # Each thread's writes were committed in the order it made them.
     for n in range(threads):
         assert got[n] == sorted(got[n])
+
+
+def test_a_detached_write_is_committed_by_the_write_under_way_which_tells_its_rows(harness: Harness) -> None:
+    told: list[Any] = []
+    # No write under way: nothing is queued, the caller writes it itself.
+    assert harness.commits.write_detached(INSERT, ("alone",), told.append) is False
+    assert harness.rows() == [] and told == []
+    release, leader, lead_out = held_leader(harness)
+    writers = queue_writers(harness, ["a"])
+    assert harness.commits.write_detached(INSERT, ("d",), told.append) is True  # returns at once
+    assert harness.commits.waiting == 2 and told == []
+    release.set()
+    for thread, _ in [(leader, lead_out), *writers]:
+        thread.join(10)
+    # Committed in the batch with the waiting writer's, on the leader's connection; told its own row.
+    assert harness.rows() == ["a", "d", "lead"]
+    assert len(told) == 1 and told[0][1] == 1
+    assert "error" not in writers[0][1] and writers[0][1]["value"][1] == 1
+    assert told[0][0][0][0] not in (lead_out["value"][0][0][0], writers[0][1]["value"][0][0][0])
+    assert harness.commits.waiting == 0 and not harness.commits.leading
+
+
+def test_a_detached_write_that_fails_is_told_none_and_the_others_are_written(harness: Harness) -> None:
+    told: list[Any] = []
+    release, leader, lead_out = held_leader(harness)
+    writers = queue_writers(harness, ["a"])
+    assert harness.commits.write_detached(INSERT, ("bad",), told.append)
+    release.set()
+    for thread, _ in [(leader, lead_out), *writers]:
+        thread.join(10)
+    assert told == [None]
+    assert "error" not in lead_out and "error" not in writers[0][1]
+    assert harness.rows() == ["a", "lead"]
+
+
+def test_detached_writes_never_lead_a_leader_interrupted_gives_them_back_unwritten(harness: Harness) -> None:
+    told: list[Any] = []
+    release, leader, lead_out = held_leader(harness)
+    harness.interrupt.add("d")  # Ctrl-C lands while the leader runs the first detached write
+    assert harness.commits.write_detached(INSERT, ("d",), told.append)
+    assert harness.commits.write_detached(INSERT, ("e",), told.append)
+    release.set()
+    leader.join(10)
+    assert isinstance(lead_out.get("error"), KeyboardInterrupt)
+    # Nobody waits on them, so nobody could lead them: each is told it was not written.
+    assert told == [None, None]
+    assert harness.rows() == ["lead"]
+    assert harness.commits.waiting == 0 and not harness.commits.leading
+    assert harness.commits.write(INSERT, ("f",))[1] == 1  # the lead was given up, not stranded
+    assert harness.rows() == ["f", "lead"]
