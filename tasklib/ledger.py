@@ -43,7 +43,9 @@ class Ledger:
     called with the snapshot after each status change this ledger writes (a new
     task, a transition, a task found dead on reading) and after each task its
     liveness rounds make DEAD in bulk (a sweep, a vanished neighbour, this
-    runner's burial at close), in the writing thread.
+    runner's burial at close), in the writing thread. ``hooked()`` tells whether
+    ``announce`` calls a host's hooks now, which must run in the thread whose
+    write it announces (None: always assume so).
     """
 
     def __init__(
@@ -53,11 +55,13 @@ class Ledger:
         *,
         url_prefix: str,
         announce: Callable[[Task], None] | None = None,
+        hooked: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.liveness = liveness
         self.url_prefix = url_prefix
         self.announce = announce
+        self._hooked = hooked
         self._lock = threading.Lock()
         self._started: collections.OrderedDict[int, int] = collections.OrderedDict()
         liveness.buried = self.announce_buried
@@ -185,6 +189,50 @@ class Ledger:
         if record is None or record.runner != token:
             return None  # finished meanwhile, or held by another runner
         return self.task(record, now)
+
+    def transition_detached(
+        self,
+        task_id: str,
+        event: Event,
+        then: Callable[[Task | None], None],
+        *,
+        progress: int | None = None,
+        message: str | None = None,
+        result: str | None = None,
+    ) -> bool:
+        """:meth:`transition`, committed by the write another thread of this process has under way; False if none has.
+
+        When True, returns at once; that thread commits the write next and calls
+        ``then`` with the task as it then is, or with None when nothing was written
+        (call :meth:`transition`, which retries or raises as it does). False (also
+        while a host's hook is registered, which must run in this thread): nothing
+        was done. ``then`` runs on the committing thread and must be quick.
+        """
+        if self._hooked is None or not self.store.committing() or self._hooked():
+            return False
+        key = parse_id(task_id)
+        now = now_ms()
+
+        def settled(record: Record | None) -> None:
+            task = None
+            try:
+                if record is not None:
+                    task = Task.from_record(record, url_prefix=self.url_prefix, now=now)
+                    if self._moved(event, record, now) and self.announce is not None:
+                        self.announce(task)
+            finally:
+                then(task)  # whatever happened here: the caller must hear of its write
+
+        return self.store.apply_detached(
+            key,
+            event,
+            now,
+            settled,
+            progress=progress,
+            message=message,
+            result=result,
+            runner=self.liveness.runner.token,
+        )
 
     def transition(
         self,

@@ -87,8 +87,10 @@ class ChangeFeed:
         self._store = store
         self._lock = threading.Lock()
         self._watches: dict[int, set[Watch]] = {}
-        # Replaced, never changed in place: a write reads it without the lock.
+        # Replaced, never changed in place: a write reads them without the lock.
         self._hooks: tuple[Callable[[Task], object], ...] = ()
+        self._observers: tuple[Callable[[Task], object], ...] = ()
+        self._announced: tuple[Callable[[Task], object], ...] = ()  # the observers, then the hooks
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._probe: ChangeProbe | None = None
@@ -145,6 +147,7 @@ class ChangeFeed:
         """Register ``callback``; a callback registered twice is called twice."""
         with self._lock:
             self._hooks = (*self._hooks, callback)
+            self._announced = self._observers + self._hooks
         return HookHandle(self, callback)
 
     def remove_hook(self, callback: Callable[[Task], object]) -> bool:
@@ -156,7 +159,22 @@ class ChangeFeed:
             except ValueError:
                 return False
             self._hooks = tuple(hooks)
+            self._announced = self._observers + self._hooks
             return True
+
+    def observe(self, callback: Callable[[Task], object]) -> None:
+        """Call ``callback`` with each announced change, before the hooks: tasklib's own, not a host's hook.
+
+        It must be quick and safe on any thread (it may run on the thread that
+        committed another thread's write), and is not listed in :attr:`hooks`.
+        """
+        with self._lock:
+            self._observers = (*self._observers, callback)
+            self._announced = self._observers + self._hooks
+
+    def hooked(self) -> bool:
+        """Whether a host's hook is registered (observers aside): its changes must be announced in their own thread."""
+        return bool(self._hooks)
 
     @property
     def hooks(self) -> list[Callable[[Task], object]]:
@@ -174,7 +192,7 @@ class ChangeFeed:
         """
         # Without the lock: the tuple is replaced, never changed in place. A hook
         # added meanwhile misses this change only.
-        for hook in self._hooks:
+        for hook in self._announced:
             try:
                 hook(task)
             except Exception:

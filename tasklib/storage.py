@@ -1299,6 +1299,54 @@ class Store:
         self._written(task_id)
         return Record._make(rows[0])
 
+    def committing(self) -> bool:
+        """Whether a thread of this process is committing a write now, so :meth:`apply_detached` may take one: a hint."""
+        return self._direct and self._commits.leading
+
+    def apply_detached(
+        self,
+        task_id: int,
+        event: Event,
+        now: int,
+        then: Callable[[Record | None], None],
+        *,
+        progress: int | None = None,
+        message: str | None = None,
+        result: str | None = None,
+        runner: str | None = None,
+    ) -> bool:
+        """:meth:`apply`, committed by the write another thread of this process has under way; False if none has.
+
+        Returns at once, True, when such a write is under way on a SQLite file:
+        that thread commits this write next, then calls ``then`` with the changed
+        row, or with None when nothing was written (the event was refused, or the
+        write failed or was given back: :meth:`apply` then tells which, and
+        retries what can be). ``then`` runs on that thread, so it must be quick.
+        Otherwise returns False, having done nothing: call :meth:`apply`.
+        """
+        if not self.committing() or self.db.query_hooks or self._admission.closed or self.db.in_transaction():
+            return False
+        values = {
+            "id": task_id,
+            "now": now,
+            "progress": progress,
+            "message": message,
+            "result": result,
+            "runner": runner,
+        }
+
+        def settled(outcome: tuple[list[tuple[Any, ...]], int] | None) -> None:
+            if outcome is None or not outcome[0]:
+                then(None)
+                return
+            try:
+                self._written(task_id)
+            finally:
+                then(Record._make(outcome[0][0]))
+
+        stmt = self._events[event]
+        return self._commits.write_detached(stmt.sql, stmt.bind(values), settled)
+
     def count_expired(self, cutoff: int) -> int:
         """How many tasks :meth:`purge` with this ``cutoff`` would delete now."""
         rows, _ = self._exec(self._expired, {"cutoff": cutoff}, write=False)

@@ -85,8 +85,8 @@ class TaskRun(Protocol):
     def failed(self, exc: BaseException) -> None:
         """The function raised ``exc`` (its task ends FAILED)."""
 
-    def ended(self, task: Task | None) -> None:
-        """The task as its end was recorded (None if it could not be)."""
+    def ended(self, status: TaskStatus | None) -> None:
+        """The status the task's end was recorded with, or is being written with (None if it could not be)."""
 
 
 class _NoRun:
@@ -95,7 +95,7 @@ class _NoRun:
     def failed(self, exc: BaseException) -> None:
         pass
 
-    def ended(self, task: Task | None) -> None:
+    def ended(self, status: TaskStatus | None) -> None:
         pass
 
 
@@ -107,9 +107,9 @@ class _TracedRun:
     def failed(self, exc: BaseException) -> None:
         self.span.record_exception(exc)
 
-    def ended(self, task: Task | None) -> None:
-        if task is not None:
-            self.status = task.status.value
+    def ended(self, status: TaskStatus | None) -> None:
+        if status is not None:
+            self.status = status.value
             self.span.set_attribute("tasklib.task.status", self.status)
 
 
@@ -133,9 +133,9 @@ class _TimedRun:
     def failed(self, exc: BaseException) -> None:
         pass
 
-    def ended(self, task: Task | None) -> None:
-        if task is not None:
-            self._attributes = _STATUS_ATTRIBUTES[task.status]
+    def ended(self, status: TaskStatus | None) -> None:
+        if status is not None:
+            self._attributes = _STATUS_ATTRIBUTES[status]
 
 
 class Telemetry:

@@ -199,8 +199,6 @@ class TaskTracker:
         self._inherited: list[object] = []
         self._telemetry = telemetry
         self._build(name)
-        if telemetry is not None:
-            self._feed.add_hook(telemetry.changed)  # counts the tasks that reach a final status
 
     def _build(self, name: str | None) -> None:
         """Open the store and make the parts that hold connections, threads or this process's identity."""
@@ -217,12 +215,15 @@ class TaskTracker:
             self._store, Runner(), dead_after=settings.dead_after, stale_after=settings.stale_after
         )
         self._feed = ChangeFeed(self._store)
+        if self._telemetry is not None:
+            self._feed.observe(self._telemetry.changed)  # counts the tasks that reach a final status
         self._store.written = self._feed.changed
         self._ledger = Ledger(
             self._store,
             self._liveness,
             url_prefix=self.base_url if self.base_url is not None else DEFAULT_BASE_PATH,
             announce=self._feed.announce,
+            hooked=self._feed.hooked,
         )
         self._maintenance = Maintenance(
             name=self.name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
 import queue
@@ -46,6 +47,9 @@ _T = TypeVar("_T")
 #: A submitted task for a worker thread: its id, function and arguments.
 _Job = tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
+#: The status each final write that may be detached gives its task.
+_ENDS = {Event.COMPLETE: TaskStatus.COMPLETE, Event.FAIL: TaskStatus.FAILED}
+
 _current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar("tasklib_current_task", default=None)
 
 
@@ -68,6 +72,22 @@ class TaskLedger(Protocol):
 
         Raises InvalidTransition (TaskNotCancellable for a cancel) when its status
         does not allow the event, TaskNotFound, StoreError.
+        """
+        ...
+
+    def transition_detached(
+        self,
+        task_id: str,
+        event: Event,
+        then: Callable[[Task | None], None],
+        *,
+        progress: int | None = None,
+        message: str | None = None,
+        result: str | None = None,
+    ) -> bool:
+        """:meth:`transition`, committed by a write another thread has under way (see :meth:`tasklib.ledger.Ledger.transition_detached`).
+
+        False: nothing was done. True: ``then`` gets the task, or None when nothing was written.
         """
         ...
 
@@ -108,6 +128,7 @@ class TaskHandle:
     __slots__ = (
         "__weakref__",
         "_cancelled",
+        "_detached",
         "_dirty",
         "_final",
         "_interval",
@@ -132,6 +153,7 @@ class TaskHandle:
         self._next_write = 0.0  # monotonic time before which reports are held back
         self._next_poll = time.monotonic() + interval
         self._cancelled = False
+        self._detached = False  # its final write was left for another thread to commit
         self._released = False
         self._final: tuple[int | None, str | None] = (None, None)
 
@@ -299,7 +321,7 @@ class WorkerPool:
         # The worker threads and the jobs they take in turn, through one C queue (a
         # ThreadPoolExecutor's future, work item and semaphores per task cost more
         # than running a short task). Started as submitted tasks need them.
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | Callable[[], None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._shut = False
         self._lock = threading.Lock()
@@ -307,6 +329,9 @@ class WorkerPool:
         self._started: set[str] = set()  # queued tasks recorded RUNNING already
         self._cancel_early: set[str] = set()  # cancel requested before its worker had its handle
         self._queued: dict[str, bool] = {}  # submitted tasks no worker has taken yet, in order
+        # Tasks whose final write another thread commits (see _end), their workers free already.
+        self._detached: set[str] = set()
+        self._settling = threading.Condition(self._lock)
         self._running: dict[str, TaskHandle] = {}
         self._outcomes: dict[str, _Outcome] = {}
         self._delivered: set[str] = set()  # tasks a queue delivered, running in this process
@@ -329,7 +354,7 @@ class WorkerPool:
         with ``started=True``, or calls :meth:`unreserve` if it cannot.
         """
         with self._lock:
-            if self._cancel_all or len(self._outcomes) + self._reserved >= self._max_workers:
+            if self._cancel_all or len(self._outcomes) - len(self._detached) + self._reserved >= self._max_workers:
                 return False
             self._reserved += 1
             return True
@@ -384,15 +409,20 @@ class WorkerPool:
                 # The interpreter is exiting with the tracker never closed: like a
                 # ThreadPoolExecutor's, the pool takes no new task from now on (a
                 # thread other than the main one may still submit), runs what was
-                # submitted, and ends.
+                # submitted, and ends (once no final write left to another thread
+                # may come back to be written again).
                 with self._lock:
                     self._shut = True
-                if jobs.empty():
+                    settled = not self._detached
+                if settled and jobs.empty():
                     return
                 continue
             if job is None:
                 return
-            self._execute(*job, queued=True)
+            if isinstance(job, tuple):
+                self._execute(*job, queued=True)
+            else:
+                job()  # a final write to make again (see _settled)
             del job  # not kept alive while waiting for the next
 
     def outcome(self, task_id: str) -> _Outcome | None:
@@ -432,7 +462,7 @@ class WorkerPool:
         """
         self._closing_at = time.monotonic()
         with self._lock:
-            self._shut = True
+            self._shut = True  # from now on, no final write is detached
             threads = list(self._threads)
             queued: list[str] = []
             running: list[TaskHandle] = []
@@ -449,6 +479,10 @@ class WorkerPool:
                 # store did would find nothing to acknowledge, and end FAILED.
                 self._cancel_quietly(handle.id)
                 handle._request_cancel()
+        with self._settling:
+            # Settled by the threads committing them, or put back in the queue for
+            # the workers to write: in either case before the workers are told to end.
+            self._settling.wait_for(lambda: not self._detached)
         for _ in threads:
             self._jobs.put(None)  # after every job: each thread ends once they have run
         for thread in threads:
@@ -620,6 +654,7 @@ class WorkerPool:
         queued: bool = False,
     ) -> None:
         """Run a recorded task's function to its end; ``queued``: a worker took it from the queue."""
+        handle: TaskHandle | None = None
         with self._lock:
             if queued and not self._queued.pop(task_id, False):
                 return  # shutdown(wait=False) took it first, and ends it unrun
@@ -646,7 +681,7 @@ class WorkerPool:
                 self._cancel_quietly(task_id)
                 handle._request_cancel()
             with task_run(self.telemetry, task_id, self.runner) as run:
-                run.ended(self._run(handle, fn, args, kwargs, run)[0])
+                run.ended(self._run(handle, fn, args, kwargs, run, detach=queued)[0])
         except BaseException:
             # Nothing a task does may kill a worker: even a failed store write ends here.
             log(
@@ -658,10 +693,15 @@ class WorkerPool:
                 exc_info=True,
             )
         finally:
-            self._finish(task_id)
+            if handle is None or not handle._detached:
+                self._finish(task_id)
 
     def _finish(self, task_id: str) -> None:
         with self._lock:
+            if task_id in self._detached:
+                self._detached.discard(task_id)
+                if not self._detached:
+                    self._settling.notify_all()
             # Not running any more (if it ran): its handle goes with the outcome, under one lock.
             handle = self._running.pop(task_id, None)
             if handle is not None:
@@ -685,13 +725,17 @@ class WorkerPool:
         kwargs: dict[str, Any],
         run: TaskRun,
         retrying: Callable[[BaseException], str | None] | None = None,
-    ) -> tuple[Task | None, Any, BaseException | None]:
+        *,
+        detach: bool = False,
+    ) -> tuple[TaskStatus | None, Any, BaseException | None]:
         """Run the task's function and record how it ended.
 
-        Returns the task as recorded (None if it could not be, or it was released),
-        what the function returned, and what it raised (None if nothing).
-        ``retrying(exc)`` gives the message of a task its queue will run again
-        after ``exc``: it is then released, RUNNING, rather than ended.
+        Returns the status its end was recorded with (None if it could not be, or
+        it was released), what the function returned, and what it raised (None if
+        nothing). ``retrying(exc)`` gives the message of a task its queue will run
+        again after ``exc``: it is then released, RUNNING, rather than ended.
+        ``detach``: a COMPLETE or FAIL may be left for another thread to commit
+        (see :meth:`_end`); the status returned is then the one being written.
         """
         task_id = handle.id
         token = _current.set(handle)
@@ -730,7 +774,7 @@ class WorkerPool:
             level = logging.WARNING if ordinary else logging.ERROR
             log(level, "task %s failed", task_id, task_id=task_id, runner=self.runner, exc_info=exc)
             run.failed(exc)
-            return self._end(handle, Event.FAIL, message=describe(exc)), None, exc
+            return self._end(handle, Event.FAIL, detach=detach, message=describe(exc)), None, exc
         finally:
             _current.reset(token)
         try:
@@ -738,10 +782,10 @@ class WorkerPool:
         except (TypeError, ValueError) as exc:
             message = f"the task returned a {type(result).__name__}, which cannot be stored as JSON: {exc}"
             log(logging.WARNING, "task %s failed: %s", task_id, message, task_id=task_id, runner=self.runner)
-            return self._end(handle, Event.FAIL, message=storable_text(message)), result, None
-        return self._end(handle, Event.COMPLETE, result=encoded), result, None
+            return self._end(handle, Event.FAIL, detach=detach, message=storable_text(message)), result, None
+        return self._end(handle, Event.COMPLETE, detach=detach, result=encoded), result, None
 
-    def _end_cancelled(self, handle: TaskHandle, exc: TaskCancelled) -> Task | None:
+    def _end_cancelled(self, handle: TaskHandle, exc: TaskCancelled) -> TaskStatus | None:
         try:
             return self._end(handle, Event.ACKNOWLEDGE_CANCEL, quiet=False)
         except InvalidTransition as refused:
@@ -750,31 +794,92 @@ class WorkerPool:
                 return self._end(handle, Event.FAIL, message=describe(exc))
             return None
 
-    def _end(self, handle: TaskHandle, event: Event, *, quiet: bool = True, **data: Any) -> Task | None:
-        """Record how the task ended, with its last progress report in the same write."""
+    def _end(
+        self, handle: TaskHandle, event: Event, *, quiet: bool = True, detach: bool = False, **data: Any
+    ) -> TaskStatus | None:
+        """Record how the task ended, with its last progress report in the same write; the status it was recorded with.
+
+        ``detach``: while another thread of this process is committing a write, a
+        COMPLETE or FAIL is queued behind it and this returns at once, the status
+        being written; the worker is free for its next task, and the task's
+        outcome is settled when that thread has committed it (see
+        :meth:`_settled`). The pool's own workers detach; the caller of
+        :meth:`run_here` and a queue's worker wait, as their callers expect the
+        outcome recorded when they return.
+        """
         progress, message = handle._last_report()
         data.setdefault("message", message)
         data.setdefault("progress", progress)
+        task_id = handle.id
+        if detach:
+            with self._lock:
+                detach = not self._shut  # once shutting down, shutdown() waits only for those detached already
+                if detach:
+                    self._detached.add(task_id)
+            if detach:
+                settled = functools.partial(self._settled, task_id, event, data)
+                try:
+                    handle._detached = self.ledger.transition_detached(task_id, event, settled, **data)
+                finally:
+                    if not handle._detached:
+                        with self._lock:
+                            self._detached.discard(task_id)
+                if handle._detached:
+                    return _ENDS[event]
+        task = self._record_end(task_id, event, quiet, data)
+        return None if task is None else task.status
+
+    def _record_end(self, task_id: str, event: Event, quiet: bool, data: dict[str, Any]) -> Task | None:
+        """Write the task's end, tried again while the store refuses it; the task as written, or None if it could not be."""
         try:
-            task = self._persist(handle.id, "outcome", lambda: self.ledger.transition(handle.id, event, **data))
+            task = self._persist(task_id, "outcome", lambda: self.ledger.transition(task_id, event, **data))
         except (InvalidTransition, TaskNotFound) as exc:
             if not quiet and isinstance(exc, InvalidTransition):
                 raise
             log(
                 logging.WARNING,
                 "task %s ended, but could not be recorded: %s",
-                handle.id,
+                task_id,
                 exc,
-                task_id=handle.id,
+                task_id=task_id,
                 runner=self.runner,
             )
             return None
         if task is None:
             return None
-        outcome = self._outcomes.get(handle.id)
+        outcome = self._outcomes.get(task_id)
         if outcome is not None:
             outcome.task = task
         return task
+
+    def _settled(self, task_id: str, event: Event, data: dict[str, Any], task: Task | None) -> None:
+        """A detached final write was committed (``task``), or not (None); on the thread that committed it.
+
+        Not written: a worker makes it again, the way it makes any final write,
+        retrying while the store refuses it (shutdown() waits for that too).
+        """
+        if task is None:
+            self._jobs.put(functools.partial(self._end_again, task_id, event, data))
+            return
+        outcome = self._outcomes.get(task_id)
+        if outcome is not None:
+            outcome.task = task
+        self._finish(task_id)
+
+    def _end_again(self, task_id: str, event: Event, data: dict[str, Any]) -> None:
+        try:
+            self._record_end(task_id, event, True, data)
+        except BaseException:
+            log(
+                logging.ERROR,
+                "worker failed while recording the end of task %s",
+                task_id,
+                task_id=task_id,
+                runner=self.runner,
+                exc_info=True,
+            )
+        finally:
+            self._finish(task_id)
 
 
 def describe(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -517,3 +518,135 @@ def test_submit_after_the_main_thread_ended_is_refused_not_lost(tmp_path: Any) -
         assert sorted((t.id, t.status) for t in reader.list()) == [("1", S.COMPLETE), ("2", S.CANCELLED)]
     finally:
         reader.close()
+
+
+# -- a final write left to the thread committing another write -----------------------
+
+
+def lock_the_file(path: Any) -> sqlite3.Connection:
+    """Another connection holding the SQLite file's write lock until it commits or rolls back."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=WAIT)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def a_leading_write(tracker: TaskTracker) -> tuple[threading.Thread, dict[str, Any]]:
+    """A submit from another thread whose insert leads the tracker's writes, waiting behind the file's lock."""
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("task", tracker.submit(description="leader")))
+    thread.start()
+    eventually(tracker._store.committing)
+    return thread, out
+
+
+def a_worker_is_free(tracker: TaskTracker) -> bool:
+    pool = tracker.workers
+    if pool.reserve():
+        pool.unreserve()
+        return True
+    return False
+
+
+def test_a_final_write_meeting_another_write_is_left_to_its_thread_and_the_worker_goes_on(db_path: Any) -> None:
+    """A task's COMPLETE queued behind another thread's write is committed by that thread.
+
+    Its worker does not wait for it: it is free for the next task at once. The
+    task's waiters wake only once the write is committed, with the task as written.
+    """
+    tracker = TaskTracker(str(db_path), max_workers=1)
+    try:
+        began, finish = threading.Event(), threading.Event()
+        task = tracker.submit(lambda: began.set() or (finish.wait(WAIT) and "done"))
+        assert began.wait(WAIT) and not a_worker_is_free(tracker)
+        lock = lock_the_file(db_path)
+        try:
+            leader, out = a_leading_write(tracker)
+            finish.set()
+            eventually(lambda: a_worker_is_free(tracker))
+            # Not committed yet: the store still says RUNNING, and a waiter still waits.
+            assert tracker.get(task.id).status is S.RUNNING
+            with pytest.raises(TimeoutError):
+                tracker.wait(task.id, timeout=0.2)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        leader.join(WAIT)
+        done = tracker.wait(task.id, timeout=WAIT)
+        assert (done.status, done.result, done.progress) == (S.COMPLETE, "done", 100)
+        assert tracker.get(task.id) == done
+        assert out["task"].status is S.ENQUEUED
+    finally:
+        tracker.close()
+
+
+def test_a_left_final_write_that_fails_is_written_again_by_a_worker_even_as_the_tracker_closes(
+    db_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The committing thread's attempt at a task's COMPLETE fails: a worker writes it again, retrying.
+
+    close() begun meanwhile waits for that write before its workers end, so the
+    outcome is never lost.
+    """
+    tracker = TaskTracker(str(db_path), max_workers=1)
+    closer = threading.Thread(target=tracker.close)
+    try:
+        began, finish = threading.Event(), threading.Event()
+        task = tracker.submit(lambda: began.set() or (finish.wait(WAIT) and "done"))
+        assert began.wait(WAIT)
+        lock = lock_the_file(db_path)
+        try:
+            # Committed with the lock's transaction: every COMPLETE is refused until dropped.
+            lock.execute(
+                "CREATE TRIGGER refuse_complete BEFORE UPDATE OF status ON tasklib_task "
+                "WHEN NEW.status = 'COMPLETE' BEGIN SELECT RAISE(ABORT, 'refused for the test'); END"
+            )
+            leader, _ = a_leading_write(tracker)
+            finish.set()
+            eventually(lambda: a_worker_is_free(tracker))
+            with caplog.at_level(logging.WARNING, logger="tasklib"):
+                closer.start()
+                lock.execute("COMMIT")
+                leader.join(WAIT)
+                eventually(lambda: any("could not write the outcome" in r.getMessage() for r in caplog.records))
+        finally:
+            if lock.in_transaction:
+                lock.execute("ROLLBACK")
+            lock.execute("DROP TRIGGER IF EXISTS refuse_complete")
+            lock.close()
+        closer.join(WAIT)
+        assert not closer.is_alive()
+    finally:
+        if not closer.is_alive():
+            tracker.close()
+    reader = TaskTracker(str(db_path))
+    try:
+        done = reader.get(task.id)
+        assert (done.status, done.result, done.progress) == (S.COMPLETE, "done", 100)
+    finally:
+        reader.close()
+
+
+def test_with_a_hook_registered_a_final_write_is_made_and_announced_in_its_workers_thread(db_path: Any) -> None:
+    """A host's on_change hook runs in the thread that made the write: its worker's, never a thread it met."""
+    tracker = TaskTracker(str(db_path), max_workers=1)
+    try:
+        seen: list[tuple[TaskStatus, str]] = []
+        tracker.on_change(lambda task: seen.append((task.status, threading.current_thread().name)))
+        began, finish = threading.Event(), threading.Event()
+        task = tracker.submit(lambda: began.set() or (finish.wait(WAIT) and "done"))
+        assert began.wait(WAIT)
+        lock = lock_the_file(db_path)
+        try:
+            leader, _ = a_leading_write(tracker)
+            finish.set()
+            time.sleep(0.2)  # time enough for the worker to leave the write to the leader, if it would
+            assert not a_worker_is_free(tracker)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        leader.join(WAIT)
+        assert tracker.wait(task.id, timeout=WAIT).status is S.COMPLETE
+        ended = [name for status, name in seen if status is S.COMPLETE]
+        assert len(ended) == 1 and ended[0].startswith("tasklib-worker"), seen
+    finally:
+        tracker.close()
