@@ -699,9 +699,7 @@ class WorkerPool:
     def _finish(self, task_id: str) -> None:
         with self._lock:
             if task_id in self._detached:
-                self._detached.discard(task_id)
-                if not self._detached:
-                    self._settling.notify_all()
+                self._undetach(task_id)
             # Not running any more (if it ran): its handle goes with the outcome, under one lock.
             handle = self._running.pop(task_id, None)
             if handle is not None:
@@ -810,24 +808,32 @@ class WorkerPool:
         progress, message = handle._last_report()
         data.setdefault("message", message)
         data.setdefault("progress", progress)
-        task_id = handle.id
-        if detach:
-            with self._lock:
-                detach = not self._shut  # once shutting down, shutdown() waits only for those detached already
-                if detach:
-                    self._detached.add(task_id)
-            if detach:
-                settled = functools.partial(self._settled, task_id, event, data)
-                try:
-                    handle._detached = self.ledger.transition_detached(task_id, event, settled, **data)
-                finally:
-                    if not handle._detached:
-                        with self._lock:
-                            self._detached.discard(task_id)
-                if handle._detached:
-                    return _ENDS[event]
-        task = self._record_end(task_id, event, quiet, data)
+        if detach and self._detach(handle, event, data):
+            return _ENDS[event]
+        task = self._record_end(handle.id, event, quiet, data)
         return None if task is None else task.status
+
+    def _detach(self, handle: TaskHandle, event: Event, data: dict[str, Any]) -> bool:
+        """Leave the task's end to the thread committing a write now, if one is (see :meth:`_end`); whether it was."""
+        task_id = handle.id
+        with self._lock:
+            if self._shut:  # shutdown() waits only for the ends detached before it began
+                return False
+            self._detached.add(task_id)
+        settled = functools.partial(self._settled, task_id, event, data)
+        try:
+            handle._detached = self.ledger.transition_detached(task_id, event, settled, **data)
+        finally:
+            if not handle._detached:
+                with self._lock:
+                    self._undetach(task_id)
+        return handle._detached
+
+    def _undetach(self, task_id: str) -> None:
+        # Under the lock. shutdown() may be waiting for the last one to go.
+        self._detached.discard(task_id)
+        if not self._detached:
+            self._settling.notify_all()
 
     def _record_end(self, task_id: str, event: Event, quiet: bool, data: dict[str, Any]) -> Task | None:
         """Write the task's end, tried again while the store refuses it; the task as written, or None if it could not be."""

@@ -650,3 +650,38 @@ def test_with_a_hook_registered_a_final_write_is_made_and_announced_in_its_worke
         assert len(ended) == 1 and ended[0].startswith("tasklib-worker"), seen
     finally:
         tracker.close()
+
+
+def test_close_is_not_stranded_by_an_end_that_could_not_be_left_to_another_thread(db_path: Any) -> None:
+    """close() begins while a worker tries to leave its task's end to another thread, which then cannot take it.
+
+    The worker writes the end itself, and close() returns with the task COMPLETE.
+    """
+    tracker = TaskTracker(str(db_path), max_workers=1)
+    pool = tracker.workers
+    ledger = pool.ledger
+    trying, go = threading.Event(), threading.Event()
+    real = ledger.transition_detached
+
+    def slow_refusal(*args: Any, **kwargs: Any) -> bool:
+        trying.set()
+        go.wait(WAIT)
+        return False  # as when no write is under way any more
+
+    ledger.transition_detached = slow_refusal  # type: ignore[method-assign]
+    task = tracker.submit(lambda: "done")
+    assert trying.wait(WAIT)
+    closer = threading.Thread(target=tracker.close, daemon=True)  # daemon: a stranded close() must not hang pytest
+    closer.start()
+    eventually(lambda: pool._shut)  # close() has begun: it waits for the end under way
+    time.sleep(0.2)
+    go.set()
+    closer.join(WAIT)
+    ledger.transition_detached = real  # type: ignore[method-assign]
+    assert not closer.is_alive(), "close() never returned"
+    reader = TaskTracker(str(db_path))
+    try:
+        done = reader.get(task.id)
+        assert (done.status, done.result) == (S.COMPLETE, "done")
+    finally:
+        reader.close()
