@@ -581,6 +581,13 @@ class _Admission:
             return self._cond.wait_for(lambda: not self._active, timeout)
 
 
+def _event_values(
+    task_id: int, now: int, progress: int | None, message: str | None, result: str | None, runner: str | None
+) -> dict[str, Any]:
+    """The parameters of an event's statement (see :meth:`Store.apply`)."""
+    return {"id": task_id, "now": now, "progress": progress, "message": message, "result": result, "runner": runner}
+
+
 def _is_busy(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -1285,15 +1292,7 @@ class Store:
         ``progress``, ``message`` and ``result`` (JSON text) are the event's fields,
         None keeping what is stored; ``runner`` owns a task this event starts.
         """
-        values = {
-            "id": task_id,
-            "now": now,
-            "progress": progress,
-            "message": message,
-            "result": result,
-            "runner": runner,
-        }
-        rows = self._write(self._events[event], values)
+        rows = self._write(self._events[event], _event_values(task_id, now, progress, message, result, runner))
         if not rows:
             return None
         self._written(task_id)
@@ -1326,14 +1325,7 @@ class Store:
         """
         if not self.committing() or self.db.query_hooks or self._admission.closed or self.db.in_transaction():
             return False
-        values = {
-            "id": task_id,
-            "now": now,
-            "progress": progress,
-            "message": message,
-            "result": result,
-            "runner": runner,
-        }
+        values = _event_values(task_id, now, progress, message, result, runner)
 
         def settled(outcome: tuple[list[tuple[Any, ...]], int] | None) -> None:
             if outcome is None or not outcome[0]:
